@@ -1,0 +1,351 @@
+"""Server-Sent Events: a sans-I/O decoder and encoder, exact by the WHATWG HTML spec.
+
+No sockets, no asyncio, no third-party imports: bytes go in, :class:`ServerSentEvent`
+objects come out (:class:`SSEDecoder`), and events turn back into bytes
+(:meth:`ServerSentEvent.encode`, :func:`encode_comment`). Every transport in tokenwire
+(ASGI server, httpx2/httpx client, gateway) is a thin loop around these two pieces.
+
+The decoder works on bytes, not text: CR and LF can never be part of a multi-byte
+UTF-8 sequence, so splitting lines before decoding gives exactly the spec's result
+while letting ``bytes.find`` (memchr) do the scanning. Each event is decoded once,
+with U+FFFD for invalid bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "SSEDecodeError",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "decode",
+    "encode_comment",
+]
+
+DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+"""Default bound, in bytes, on one event's buffered data (and on one line)."""
+
+_BOM = b"\xef\xbb\xbf"
+# Reconnection times beyond this are clamped. A 5000-digit `retry` is valid by the
+# spec's grammar, but CPython refuses int() on strings over 4300 digits.
+_RETRY_MAX = 2**63 - 1
+_RETRY_MAX_DIGITS = len(str(_RETRY_MAX))
+
+
+class SSEDecodeError(ValueError):
+    """The stream broke a limit of the decoder (an event or line over ``max_event_size``).
+
+    The offending event is dropped and the decoder stays usable: it skips to the end
+    of that event and goes on. ``events`` holds the valid events that the same
+    ``feed()`` call completed, before and after the dropped one, so nothing else is lost.
+    """
+
+    def __init__(self, message: str, *, events: list[ServerSentEvent] | None = None) -> None:
+        super().__init__(message)
+        self.events: list[ServerSentEvent] = events if events is not None else []
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One dispatched event.
+
+    ``event`` is ``"message"`` when the stream named no type. ``id`` is the id field
+    this event itself carried (``None`` if it had none; ``""`` for an empty ``id:``
+    that reset the last event ID). ``retry`` is the valid retry field (milliseconds)
+    this event carried, else ``None``.
+    """
+
+    data: str = ""
+    event: str = "message"
+    id: str | None = None
+    retry: int | None = None
+
+    def json(self) -> Any:
+        """Parse ``data`` as JSON."""
+        return json.loads(self.data)
+
+    def encode(self) -> bytes:
+        """Serialize to wire bytes.
+
+        ``event:``, ``id:`` and ``retry:`` are written only when set; data is split on
+        CR, LF and CRLF into ``data:`` lines; a blank line ends the event. Raises
+        ``ValueError`` for values that would inject fields: an ``event`` or ``id`` with
+        CR or LF, an ``id`` with NUL, a negative or boolean ``retry``.
+        """
+        data = self.data
+        event = self.event
+        if self.id is None and self.retry is None and event == "message":
+            if "\n" not in data and "\r" not in data:
+                return b"data: " + data.encode() + b"\n\n"
+            return _encode_data(data) + b"\n"
+        out: list[str] = []
+        if event != "message":
+            if "\n" in event or "\r" in event:
+                raise ValueError(f"SSE event type must not contain CR or LF: {event!r}")
+            out.append(f"event: {event}\n")
+        if self.id is not None:
+            eid = self.id
+            if "\n" in eid or "\r" in eid or "\0" in eid:
+                raise ValueError(f"SSE id must not contain CR, LF or NUL: {eid!r}")
+            out.append(f"id: {eid}\n")
+        if self.retry is not None:
+            retry = self.retry
+            if type(retry) is not int or retry < 0:
+                raise ValueError(f"SSE retry must be a non-negative int, got {retry!r}")
+            out.append(f"retry: {retry}\n")
+        return "".join(out).encode() + _encode_data(data) + b"\n"
+
+
+def _encode_data(data: str) -> bytes:
+    if "\r" in data:
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+    return ("data: " + data.replace("\n", "\ndata: ") + "\n").encode()
+
+
+def encode_comment(text: str = "") -> bytes:
+    """Encode a comment (``: text``), e.g. a heartbeat. Clients ignore comments.
+
+    Multi-line text becomes several comment lines. No blank line follows, so even
+    clients that dispatch on any blank line see nothing.
+    """
+    if "\r" in text or "\n" in text:
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        return "".join(f": {line}\n" if line else ":\n" for line in lines).encode()
+    return f": {text}\n".encode() if text else b":\n"
+
+
+# Fast construction of the frozen dataclass for the decoder's hot path: the generated
+# frozen __init__ goes through object.__setattr__ four times; the slot descriptors'
+# own setters cost less than half as much. Same object, same immutability for users.
+_new_object = object.__new__
+_set_data = ServerSentEvent.__dict__["data"].__set__
+_set_event = ServerSentEvent.__dict__["event"].__set__
+_set_id = ServerSentEvent.__dict__["id"].__set__
+_set_retry = ServerSentEvent.__dict__["retry"].__set__
+
+
+def _make_event(data: str, event: str, eid: str | None, retry: int | None) -> ServerSentEvent:
+    ev: ServerSentEvent = _new_object(ServerSentEvent)
+    _set_data(ev, data)
+    _set_event(ev, event)
+    _set_id(ev, eid)
+    _set_retry(ev, retry)
+    return ev
+
+
+def _parse_retry(value: bytes) -> int:
+    digits = value.lstrip(b"0")
+    if len(digits) > _RETRY_MAX_DIGITS:
+        return _RETRY_MAX
+    return min(int(digits or b"0"), _RETRY_MAX)
+
+
+class SSEDecoder:
+    """Incremental, spec-exact event-stream decoder (WHATWG HTML, "Interpreting an
+    event stream").
+
+    ``feed(chunk)`` returns the events completed by that chunk, under any split of the
+    input into reads; ``close()`` ends the stream (an unterminated event is discarded).
+    ``last_event_id`` is the persistent last event ID (``""`` initially) and ``retry``
+    the last valid reconnection time in milliseconds (``None`` until one arrives).
+
+    ``max_event_size`` bounds, in bytes, the data buffered for one event plus any
+    unterminated line; past it :class:`SSEDecodeError` is raised and memory stays bounded.
+    """
+
+    __slots__ = (
+        "_bom_pending",
+        "_data",
+        "_data_size",
+        "_dirty",
+        "_discarding",
+        "_event",
+        "_id",
+        "_max",
+        "_pending",
+        "_retry",
+        "_skip_lf",
+        "last_event_id",
+        "retry",
+    )
+
+    def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+        if max_event_size <= 0:
+            raise ValueError("max_event_size must be positive")
+        self._max = max_event_size
+        self.last_event_id: str = ""
+        self.retry: int | None = None
+        self._bom_pending: bytes | None = (
+            b""  # bytes seen of a possible leading BOM; None once settled
+        )
+        self._skip_lf = False  # the previous read ended in CR: a leading LF belongs to it
+        self._pending = bytearray()  # the unterminated line carried between reads
+        self._discarding = False  # skipping the rest of an oversize event
+        self._reset_block()
+
+    def _reset_block(self) -> None:
+        self._data: list[bytes] = []
+        self._data_size = 0
+        self._event = b""
+        self._id: bytes | None = None
+        self._retry: int | None = None
+        self._dirty = False  # any field seen since the last blank line
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Decode one read; return the events it completed (possibly none)."""
+        if self._bom_pending is not None:
+            chunk = self._bom_pending + chunk
+            if len(chunk) < 3 and _BOM.startswith(chunk):
+                self._bom_pending = chunk
+                return []
+            self._bom_pending = None
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+        events: list[ServerSentEvent] = []
+        n = len(chunk)
+        pos = 0
+        if self._skip_lf and n:
+            self._skip_lf = False
+            if chunk[0] == 10:
+                pos = 1
+        find = chunk.find
+        pending = self._pending
+        cr = find(b"\r", pos)
+        error: str | None = None
+        while pos < n:
+            lf = find(b"\n", pos)
+            if cr != -1 and (lf == -1 or cr < lf):
+                end = cr
+                if cr + 1 < n:
+                    nxt = cr + 2 if chunk[cr + 1] == 10 else cr + 1
+                else:
+                    nxt = n
+                    self._skip_lf = True
+                cr = find(b"\r", nxt)
+            elif lf != -1:
+                end = lf
+                nxt = lf + 1
+                # Fast path: `data:<value>` followed at once by a blank line, in a fresh
+                # block, is a whole event by itself (the shape of every LLM chunk).
+                if (
+                    nxt < n
+                    and chunk[nxt] == 10
+                    and not self._dirty
+                    and not pending
+                    and not self._discarding
+                    and chunk.startswith(b"data:", pos)
+                    and end - pos <= self._max
+                ):
+                    start = pos + 6 if end > pos + 5 and chunk[pos + 5] == 32 else pos + 5
+                    events.append(
+                        _make_event(
+                            chunk[start:end].decode("utf-8", "replace"), "message", None, None
+                        )
+                    )
+                    pos = nxt + 1
+                    continue
+            else:
+                # No terminator left: carry the partial line to the next read.
+                if self._discarding:
+                    if not pending:
+                        pending.append(0x78)  # remember only that the line is not empty
+                else:
+                    pending += chunk[pos:] if pos else chunk
+                    if len(pending) + self._data_size > self._max:
+                        error = self._overflow(mid_line=True)
+                break
+            if pending:
+                if not self._discarding:
+                    pending += chunk[pos:end]
+                line = bytes(pending)
+                pending.clear()
+            else:
+                line = chunk[pos:end]
+            pos = nxt
+            if self._discarding:
+                if not line:
+                    self._discarding = False
+                    self._reset_block()
+                continue
+            err = self._line(line, events)
+            if err is not None:
+                error = err
+        if error is not None:
+            raise SSEDecodeError(error, events=events)
+        return events
+
+    def _overflow(self, mid_line: bool = False) -> str:
+        self._pending.clear()
+        if mid_line:
+            self._pending.append(0x78)  # the rest of this line is still to come
+        self._reset_block()
+        self._discarding = True
+        return (
+            f"server-sent event exceeds max_event_size ({self._max} bytes); the event was dropped"
+        )
+
+    def _line(self, line: bytes, events: list[ServerSentEvent]) -> str | None:
+        if not line:
+            if self._dirty:
+                self._dispatch(events)
+            return None
+        if line[0] == 58:  # ":" comment
+            return None
+        if len(line) > self._max:
+            return self._overflow()
+        colon = line.find(b":")
+        if colon == -1:
+            name = line
+            value = b""
+        else:
+            name = line[:colon]
+            value = line[colon + 2 :] if line[colon + 1 : colon + 2] == b" " else line[colon + 1 :]
+        if name == b"data":
+            self._data.append(value)
+            self._data_size += len(value) + 1
+            self._dirty = True
+            if self._data_size > self._max:
+                return self._overflow()
+        elif name == b"event":
+            self._event = value
+            self._dirty = True
+        elif name == b"id":
+            if b"\0" not in value:
+                self._id = value
+                self._dirty = True
+        elif name == b"retry" and value.isdigit():  # bytes.isdigit: ASCII digits only
+            self._retry = self.retry = _parse_retry(value)
+            self._dirty = True
+        return None
+
+    def _dispatch(self, events: list[ServerSentEvent]) -> None:
+        eid: str | None = None
+        if self._id is not None:
+            eid = self.last_event_id = self._id.decode("utf-8", "replace")
+        if self._data:
+            data = self._data
+            text = (data[0] if len(data) == 1 else b"\n".join(data)).decode("utf-8", "replace")
+            etype = self._event.decode("utf-8", "replace") if self._event else "message"
+            events.append(_make_event(text, etype, eid, self._retry))
+        self._reset_block()
+
+    def close(self) -> list[ServerSentEvent]:
+        """End of stream. By the spec an unterminated event is discarded, so this
+        returns ``[]``; it also resets the per-stream state (BOM, partial line), keeping
+        ``last_event_id`` and ``retry`` for a reconnection."""
+        self._pending.clear()
+        self._skip_lf = False
+        self._discarding = False
+        self._bom_pending = b""
+        self._reset_block()
+        return []
+
+
+def decode(data: bytes, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> list[ServerSentEvent]:
+    """Decode a whole event stream held in memory."""
+    decoder = SSEDecoder(max_event_size)
+    return decoder.feed(data) + decoder.close()

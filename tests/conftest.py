@@ -1,0 +1,71 @@
+"""Shared test helpers: real uvicorn servers on loopback, and the recorded fixtures."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+REPO = Path(__file__).resolve().parent.parent
+# The recorded real API streams live beside the clone, outside the project.
+SHARED = Path(os.environ.get("TOKENWIRE_SHARED", REPO.parent / "shared"))
+RECORDED = SHARED / "fixtures" / "recorded"
+
+
+def recorded_dir(kind: str) -> Path:
+    """The folder of recorded streams for ``kind`` ("openai"/"anthropic"); skip if absent."""
+    path = RECORDED / kind
+    if not path.is_dir():
+        pytest.skip(f"recorded fixtures not found at {path} (the shared/ folder beside the clone)")
+    return path
+
+
+def recorded_files(kind: str) -> list[Path]:
+    path = RECORDED / kind
+    return sorted(path.glob("*.sse")) if path.is_dir() else []
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextmanager
+def serve(app: Any, **config: Any) -> Iterator[str]:
+    """Run ``app`` on a real uvicorn server (own thread and event loop) on a random
+    loopback port; yield its base URL ("http://127.0.0.1:PORT")."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    config.setdefault("log_level", "warning")
+    config.setdefault("lifespan", "off")
+    server = uvicorn.Server(uvicorn.Config(app, **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def server() -> Callable[..., Any]:
+    """``with server(app) as url: ...`` — see :func:`serve`."""
+    return serve
