@@ -144,6 +144,45 @@ def _parse_retry(value: bytes) -> int:
     return min(int(digits or b"0"), _RETRY_MAX)
 
 
+def _scan_simple_py(
+    chunk: bytes, pos: int, stop: int, limit: int
+) -> tuple[list[ServerSentEvent], int]:
+    """Decode the run of events at ``chunk[pos:stop]`` that are exactly one
+    ``data:<value>`` line followed by a blank line (LF endings), in a fresh block.
+
+    Returns the events and the position of the first byte not consumed. ``stop`` is
+    the first CR of the chunk (or its length), so no consumed line contains CR.
+    """
+    events: list[ServerSentEvent] = []
+    find = chunk.find
+    startswith = chunk.startswith
+    while startswith(b"data:", pos):
+        lf = find(b"\n", pos, stop)
+        if lf == -1 or lf + 1 >= stop or chunk[lf + 1] != 10 or lf - pos > limit:
+            break
+        start = pos + 6 if lf > pos + 5 and chunk[pos + 5] == 32 else pos + 5
+        events.append(
+            _make_event(chunk[start:lf].decode("utf-8", "replace"), "message", None, None)
+        )
+        pos = lf + 2
+    return events, pos
+
+
+try:  # The optional C accelerator: the same contract as _scan_simple_py, ~5x faster.
+    from tokenwire import _speedups
+
+    _speedups.configure(
+        ServerSentEvent,
+        ServerSentEvent.__dict__["data"],
+        ServerSentEvent.__dict__["event"],
+        ServerSentEvent.__dict__["id"],
+        ServerSentEvent.__dict__["retry"],
+    )
+    _scan_simple = _speedups.scan_simple
+except ImportError:  # pragma: no cover - the extension is optional
+    _scan_simple = _scan_simple_py
+
+
 class SSEDecoder:
     """Incremental, spec-exact event-stream decoder (WHATWG HTML, "Interpreting an
     event stream").
@@ -159,6 +198,7 @@ class SSEDecoder:
 
     __slots__ = (
         "_bom_pending",
+        "_clean",
         "_data",
         "_data_size",
         "_dirty",
@@ -185,6 +225,9 @@ class SSEDecoder:
         self._skip_lf = False  # the previous read ended in CR: a leading LF belongs to it
         self._pending = bytearray()  # the unterminated line carried between reads
         self._discarding = False  # skipping the rest of an oversize event
+        # True when nothing is carried over between reads (no partial line, BOM, CR,
+        # or half-read event), so feed() may start with the fast scanner.
+        self._clean = False
         self._reset_block()
 
     def _reset_block(self) -> None:
@@ -197,6 +240,16 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode one read; return the events it completed (possibly none)."""
+        if self._clean:
+            # Between events with nothing carried over: let the scanner take every
+            # leading `data:<value>` + blank line event in one go (LLM streams are
+            # made of nothing else), then finish exactly with the general path.
+            n = len(chunk)
+            cr = chunk.find(b"\r")
+            events, pos = _scan_simple(chunk, 0, n if cr == -1 else cr, self._max)
+            if pos == n:
+                return events
+            return self._feed(chunk, pos, events, cr)
         if self._bom_pending is not None:
             chunk = self._bom_pending + chunk
             if len(chunk) < 3 and _BOM.startswith(chunk):
@@ -205,16 +258,20 @@ class SSEDecoder:
             self._bom_pending = None
             if chunk.startswith(_BOM):
                 chunk = chunk[3:]
-        events: list[ServerSentEvent] = []
-        n = len(chunk)
         pos = 0
-        if self._skip_lf and n:
+        if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk[0] == 10:
                 pos = 1
+        return self._feed(chunk, pos, [], chunk.find(b"\r", pos))
+
+    def _feed(
+        self, chunk: bytes, pos: int, events: list[ServerSentEvent], cr: int
+    ) -> list[ServerSentEvent]:
+        """The general path: line by line, exactly as the spec reads."""
+        n = len(chunk)
         find = chunk.find
         pending = self._pending
-        cr = find(b"\r", pos)
         error: str | None = None
         while pos < n:
             lf = find(b"\n", pos)
@@ -229,25 +286,6 @@ class SSEDecoder:
             elif lf != -1:
                 end = lf
                 nxt = lf + 1
-                # Fast path: `data:<value>` followed at once by a blank line, in a fresh
-                # block, is a whole event by itself (the shape of every LLM chunk).
-                if (
-                    nxt < n
-                    and chunk[nxt] == 10
-                    and not self._dirty
-                    and not pending
-                    and not self._discarding
-                    and chunk.startswith(b"data:", pos)
-                    and end - pos <= self._max
-                ):
-                    start = pos + 6 if end > pos + 5 and chunk[pos + 5] == 32 else pos + 5
-                    events.append(
-                        _make_event(
-                            chunk[start:end].decode("utf-8", "replace"), "message", None, None
-                        )
-                    )
-                    pos = nxt + 1
-                    continue
             else:
                 # No terminator left: carry the partial line to the next read.
                 if self._discarding:
@@ -274,6 +312,13 @@ class SSEDecoder:
             err = self._line(line, events)
             if err is not None:
                 error = err
+            if not (self._dirty or pending or self._discarding) and (cr == -1 or cr > pos):
+                # Back between events: the scanner takes the simple events that follow.
+                more, pos = _scan_simple(chunk, pos, n if cr == -1 else cr, self._max)
+                events += more
+        self._clean = self._bom_pending is None and not (
+            self._skip_lf or pending or self._dirty or self._discarding
+        )
         if error is not None:
             raise SSEDecodeError(error, events=events)
         return events
@@ -341,6 +386,7 @@ class SSEDecoder:
         self._skip_lf = False
         self._discarding = False
         self._bom_pending = b""
+        self._clean = False
         self._reset_block()
         return []
 
