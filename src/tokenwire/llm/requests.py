@@ -1,0 +1,592 @@
+"""Chat requests in one neutral shape, read from and written to both protocols.
+
+An OpenAI ``/v1/chat/completions`` body and an Anthropic ``/v1/messages`` body say the
+same things in different words (system prompt placement, tool calls and results, stop
+sequences, tool choice). :class:`ChatRequest` holds what they share, so a gateway can
+accept either and call an upstream of either kind. Pure data in, data out.
+
+Invalid input raises :class:`RequestError`, whose message names the offending field
+(a gateway answers it with a 400 in the caller's protocol).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "ImagePart",
+    "RequestError",
+    "TextPart",
+    "ToolCallPart",
+    "ToolResultPart",
+    "ToolSpec",
+    "from_anthropic",
+    "from_openai",
+    "to_anthropic",
+    "to_openai",
+]
+
+DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
+"""Anthropic requires ``max_tokens``; used when an OpenAI caller gave none."""
+
+
+class RequestError(ValueError):
+    """A request body that can't be used; the message names the field."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(slots=True)
+class ImagePart:
+    """An image by URL (``url``) or inline (``media_type`` + base64 ``data``)."""
+
+    url: str | None = None
+    media_type: str | None = None
+    data: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallPart:
+    """The assistant calling a tool; ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(slots=True)
+class ToolResultPart:
+    tool_call_id: str
+    content: str
+    is_error: bool = False
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    role: Literal["user", "assistant"]
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """What a chat request asks for, independent of protocol.
+
+    ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"`` or a tool name.
+    """
+
+    model: str
+    messages: list[ChatMessage]
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+
+
+# --- validation helpers --------------------------------------------------------
+
+
+def _obj(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RequestError(f"{where} must be an object", param=where)
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RequestError(f"{where} must be a string", param=where)
+    return value
+
+
+def _opt_number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise RequestError(f"{key} must be a number from {low:g} to {high:g}", param=key)
+    return float(value)
+
+
+def _opt_positive_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(f"{key} must be a positive integer", param=key)
+    return value
+
+
+def _stop_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return list(value)
+    raise RequestError(f"{key} must be a string or a list of strings", param=key)
+
+
+def _model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("model is required and must be a non-empty string", param="model")
+    return model
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _parse_arguments(text: str, where: str) -> Any:
+    try:
+        return orjson.loads(text) if text.strip() else {}
+    except orjson.JSONDecodeError:
+        raise RequestError(f"{where} must be valid JSON", param=where) from None
+
+
+# --- OpenAI chat completions ----------------------------------------------------
+
+
+def _openai_content(content: Any, where: str) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)] if content else []
+    if not isinstance(content, list):
+        raise RequestError(f"{where} must be a string or a list of content parts", param=where)
+    parts: list[Part] = []
+    for i, raw in enumerate(content):
+        item = _obj(raw, f"{where}[{i}]")
+        kind = item.get("type")
+        if kind == "text":
+            parts.append(TextPart(_str(item.get("text"), f"{where}[{i}].text")))
+        elif kind == "image_url":
+            image = _obj(item.get("image_url"), f"{where}[{i}].image_url")
+            url = _str(image.get("url"), f"{where}[{i}].image_url.url")
+            if url.startswith("data:") and ";base64," in url:
+                media_type, _, data = url[5:].partition(";base64,")
+                parts.append(ImagePart(media_type=media_type, data=data))
+            else:
+                parts.append(ImagePart(url=url))
+        else:
+            raise RequestError(f"{where}[{i}].type {kind!r} is not supported", param=where)
+    return parts
+
+
+def from_openai(body: Mapping[str, Any]) -> ChatRequest:
+    """Read an OpenAI chat-completions request body."""
+    body = _obj(body, "body")
+    model = _model(body)
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise RequestError("messages must be a non-empty list", param="messages")
+    n = body.get("n")
+    if n not in (None, 1):
+        raise RequestError("only n=1 is supported", param="n")
+    system: list[str] = []
+    messages: list[ChatMessage] = []
+    for i, raw in enumerate(raw_messages):
+        where = f"messages[{i}]"
+        msg = _obj(raw, where)
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            system.append(
+                "".join(
+                    p.text
+                    for p in _openai_content(msg.get("content"), f"{where}.content")
+                    if isinstance(p, TextPart)
+                )
+            )
+        elif role == "user":
+            messages.append(
+                ChatMessage("user", _openai_content(msg.get("content"), f"{where}.content"))
+            )
+        elif role == "assistant":
+            parts = _openai_content(msg.get("content"), f"{where}.content")
+            for j, raw_call in enumerate(msg.get("tool_calls") or []):
+                cwhere = f"{where}.tool_calls[{j}]"
+                call = _obj(raw_call, cwhere)
+                function = _obj(call.get("function"), f"{cwhere}.function")
+                arguments = function.get("arguments", "{}")
+                if not isinstance(arguments, str):
+                    arguments = _json_text(arguments)
+                parts.append(
+                    ToolCallPart(
+                        id=_str(call.get("id"), f"{cwhere}.id"),
+                        name=_str(function.get("name"), f"{cwhere}.function.name"),
+                        arguments=arguments,
+                    )
+                )
+            messages.append(ChatMessage("assistant", parts))
+        elif role == "tool":
+            content = msg.get("content")
+            text = (
+                content
+                if isinstance(content, str)
+                else "".join(
+                    p.text
+                    for p in _openai_content(content, f"{where}.content")
+                    if isinstance(p, TextPart)
+                )
+            )
+            part = ToolResultPart(_str(msg.get("tool_call_id"), f"{where}.tool_call_id"), text)
+            # Results of parallel calls travel together in one user turn.
+            if (
+                messages
+                and messages[-1].role == "user"
+                and all(isinstance(p, ToolResultPart) for p in messages[-1].parts)
+            ):
+                messages[-1].parts.append(part)
+            else:
+                messages.append(ChatMessage("user", [part]))
+        else:
+            raise RequestError(f"{where}.role {role!r} is not supported", param=f"{where}.role")
+    tools: list[ToolSpec] = []
+    for i, raw_tool in enumerate(body.get("tools") or []):
+        where = f"tools[{i}]"
+        tool = _obj(raw_tool, where)
+        if tool.get("type", "function") != "function":
+            raise RequestError(f"{where}.type must be 'function'", param=where)
+        function = _obj(tool.get("function"), f"{where}.function")
+        params = function.get("parameters") or {"type": "object", "properties": {}}
+        tools.append(
+            ToolSpec(
+                name=_str(function.get("name"), f"{where}.function.name"),
+                description=function.get("description"),
+                parameters=dict(_obj(params, f"{where}.function.parameters")),
+            )
+        )
+    tool_choice: str | None = None
+    raw_choice = body.get("tool_choice")
+    if isinstance(raw_choice, str):
+        if raw_choice not in ("auto", "none", "required"):
+            raise RequestError(
+                "tool_choice must be auto, none, required or a function", param="tool_choice"
+            )
+        tool_choice = raw_choice
+    elif raw_choice is not None:
+        choice = _obj(raw_choice, "tool_choice")
+        tool_choice = _str(
+            _obj(choice.get("function"), "tool_choice.function").get("name"),
+            "tool_choice.function.name",
+        )
+    stream_options = body.get("stream_options") or {}
+    max_tokens = _opt_positive_int(body, "max_completion_tokens") or _opt_positive_int(
+        body, "max_tokens"
+    )
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        system="\n\n".join(system) if system else None,
+        max_tokens=max_tokens,
+        temperature=_opt_number(body, "temperature", 0, 2),
+        top_p=_opt_number(body, "top_p", 0, 1),
+        stop=_stop_list(body.get("stop"), "stop"),
+        tools=tools,
+        tool_choice=tool_choice,
+        stream=bool(body.get("stream", False)),
+        include_usage=bool(_obj(stream_options, "stream_options").get("include_usage", False)),
+    )
+
+
+def to_openai(req: ChatRequest) -> dict[str, Any]:
+    """Write an OpenAI chat-completions request body."""
+    messages: list[dict[str, Any]] = []
+    if req.system:
+        messages.append({"role": "system", "content": req.system})
+    for msg in req.messages:
+        texts = [p for p in msg.parts if isinstance(p, TextPart | ImagePart)]
+        calls = [p for p in msg.parts if isinstance(p, ToolCallPart)]
+        results = [p for p in msg.parts if isinstance(p, ToolResultPart)]
+        for result in results:
+            messages.append(
+                {"role": "tool", "tool_call_id": result.tool_call_id, "content": result.content}
+            )
+        if not texts and not calls:
+            continue
+        out: dict[str, Any] = {"role": msg.role}
+        if any(isinstance(p, ImagePart) for p in texts):
+            out["content"] = [_openai_part(p) for p in texts]
+        else:
+            out["content"] = "".join(p.text for p in texts if isinstance(p, TextPart)) or (
+                None if calls else ""
+            )
+        if calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in calls
+            ]
+        messages.append(out)
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    if req.max_tokens is not None:
+        body["max_tokens"] = req.max_tokens
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if req.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
+            for t in req.tools
+        ]
+    if req.tool_choice is not None:
+        body["tool_choice"] = (
+            req.tool_choice
+            if req.tool_choice in ("auto", "none", "required")
+            else {"type": "function", "function": {"name": req.tool_choice}}
+        )
+    if req.stream:
+        body["stream"] = True
+        if req.include_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _openai_part(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    url = part.url or f"data:{part.media_type};base64,{part.data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+# --- Anthropic messages --------------------------------------------------------
+
+
+def _anthropic_blocks(content: Any, where: str) -> list[Part]:
+    if isinstance(content, str):
+        return [TextPart(content)] if content else []
+    if not isinstance(content, list):
+        raise RequestError(f"{where} must be a string or a list of content blocks", param=where)
+    parts: list[Part] = []
+    for i, raw in enumerate(content):
+        bwhere = f"{where}[{i}]"
+        block = _obj(raw, bwhere)
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(TextPart(_str(block.get("text"), f"{bwhere}.text")))
+        elif kind == "image":
+            source = _obj(block.get("source"), f"{bwhere}.source")
+            if source.get("type") == "url":
+                parts.append(ImagePart(url=_str(source.get("url"), f"{bwhere}.source.url")))
+            else:
+                parts.append(
+                    ImagePart(
+                        media_type=_str(source.get("media_type"), f"{bwhere}.source.media_type"),
+                        data=_str(source.get("data"), f"{bwhere}.source.data"),
+                    )
+                )
+        elif kind == "tool_use":
+            parts.append(
+                ToolCallPart(
+                    id=_str(block.get("id"), f"{bwhere}.id"),
+                    name=_str(block.get("name"), f"{bwhere}.name"),
+                    arguments=_json_text(block.get("input", {})),
+                )
+            )
+        elif kind == "tool_result":
+            inner = block.get("content", "")
+            text = (
+                inner
+                if isinstance(inner, str)
+                else "".join(
+                    p.text
+                    for p in _anthropic_blocks(inner, f"{bwhere}.content")
+                    if isinstance(p, TextPart)
+                )
+            )
+            parts.append(
+                ToolResultPart(
+                    tool_call_id=_str(block.get("tool_use_id"), f"{bwhere}.tool_use_id"),
+                    content=text,
+                    is_error=bool(block.get("is_error", False)),
+                )
+            )
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # earlier reasoning is not replayed across protocols
+        else:
+            raise RequestError(f"{bwhere}.type {kind!r} is not supported", param=bwhere)
+    return parts
+
+
+def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
+    """Read an Anthropic messages request body."""
+    body = _obj(body, "body")
+    model = _model(body)
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise RequestError("messages must be a non-empty list", param="messages")
+    max_tokens = _opt_positive_int(body, "max_tokens")
+    if max_tokens is None:
+        raise RequestError("max_tokens is required", param="max_tokens")
+    messages: list[ChatMessage] = []
+    for i, raw in enumerate(raw_messages):
+        where = f"messages[{i}]"
+        msg = _obj(raw, where)
+        role = msg.get("role")
+        if role not in ("user", "assistant"):
+            raise RequestError(f"{where}.role must be 'user' or 'assistant'", param=f"{where}.role")
+        messages.append(
+            ChatMessage(role, _anthropic_blocks(msg.get("content"), f"{where}.content"))
+        )
+    raw_system = body.get("system")
+    system: str | None = None
+    if isinstance(raw_system, str):
+        system = raw_system or None
+    elif raw_system is not None:
+        system = "".join(
+            p.text for p in _anthropic_blocks(raw_system, "system") if isinstance(p, TextPart)
+        )
+    tools: list[ToolSpec] = []
+    for i, raw_tool in enumerate(body.get("tools") or []):
+        where = f"tools[{i}]"
+        tool = _obj(raw_tool, where)
+        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+        tools.append(
+            ToolSpec(
+                name=_str(tool.get("name"), f"{where}.name"),
+                description=tool.get("description"),
+                parameters=dict(_obj(schema, f"{where}.input_schema")),
+            )
+        )
+    tool_choice: str | None = None
+    if body.get("tool_choice") is not None:
+        choice = _obj(body.get("tool_choice"), "tool_choice")
+        kind = choice.get("type")
+        mapping = {"auto": "auto", "any": "required", "none": "none"}
+        if kind in mapping:
+            tool_choice = mapping[kind]
+        elif kind == "tool":
+            tool_choice = _str(choice.get("name"), "tool_choice.name")
+        else:
+            raise RequestError(
+                "tool_choice.type must be auto, any, tool or none", param="tool_choice"
+            )
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        system=system,
+        max_tokens=max_tokens,
+        temperature=_opt_number(body, "temperature", 0, 1),
+        top_p=_opt_number(body, "top_p", 0, 1),
+        stop=_stop_list(body.get("stop_sequences"), "stop_sequences"),
+        tools=tools,
+        tool_choice=tool_choice,
+        stream=bool(body.get("stream", False)),
+        include_usage=True,  # Anthropic streams always carry usage
+    )
+
+
+def to_anthropic(req: ChatRequest) -> dict[str, Any]:
+    """Write an Anthropic messages request body."""
+    messages: list[dict[str, Any]] = []
+    for msg in req.messages:
+        blocks = [_anthropic_block(p) for p in msg.parts]
+        if not blocks:
+            blocks = [{"type": "text", "text": ""}]
+        # The Messages API wants user and assistant turns to alternate.
+        if messages and messages[-1]["role"] == msg.role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": msg.role, "content": blocks})
+    body: dict[str, Any] = {
+        "model": req.model,
+        "max_tokens": req.max_tokens or DEFAULT_ANTHROPIC_MAX_TOKENS,
+        "messages": messages,
+    }
+    if req.system:
+        body["system"] = req.system
+    if req.temperature is not None:
+        # OpenAI's range is 0..2, Anthropic's 0..1.
+        body["temperature"] = min(req.temperature, 1.0)
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        body["stop_sequences"] = list(req.stop)
+    if req.tools and req.tool_choice != "none":
+        body["tools"] = [
+            {
+                "name": t.name,
+                **({"description": t.description} if t.description else {}),
+                "input_schema": t.parameters,
+            }
+            for t in req.tools
+        ]
+    if req.tool_choice is not None and req.tools:
+        if req.tool_choice == "auto":
+            body["tool_choice"] = {"type": "auto"}
+        elif req.tool_choice == "required":
+            body["tool_choice"] = {"type": "any"}
+        elif req.tool_choice != "none":
+            body["tool_choice"] = {"type": "tool", "name": req.tool_choice}
+    if req.stream:
+        body["stream"] = True
+    return body
+
+
+def _anthropic_block(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        if part.url is not None:
+            return {"type": "image", "source": {"type": "url", "url": part.url}}
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": part.media_type, "data": part.data},
+        }
+    if isinstance(part, ToolCallPart):
+        return {
+            "type": "tool_use",
+            "id": part.id,
+            "name": part.name,
+            "input": _parse_arguments(part.arguments, f"tool call {part.id} arguments"),
+        }
+    return {
+        "type": "tool_result",
+        "tool_use_id": part.tool_call_id,
+        "content": part.content,
+        **({"is_error": True} if part.is_error else {}),
+    }
