@@ -1,0 +1,532 @@
+"""Senders: push events from a producer task into an event-stream response.
+
+``create()`` returns ``(sender, response)``: the handler returns ``response`` and a
+task produces through ``sender``. Between them is a bounded channel of encoded bytes
+(``buffer_size`` events), so a slow client back-pressures the producer, and memory
+stays bounded. Whatever the producer has already queued is written in one piece, so
+the producer is at most ``buffer_size`` events ahead of the write in progress.
+
+Once the stream cannot take more (the client left, a write timed out, the server is
+shutting down), every ``send*`` raises :class:`tokenwire.errors.ClientDisconnected`,
+so the producer stops spending tokens. ``async with sender:`` finishes the stream on
+normal exit and sends the protocol's error event if the block raises (a
+``ClientDisconnected`` from the block is swallowed: it only means "stop").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Literal
+
+import orjson
+
+from tokenwire.errors import ClientDisconnected, StreamError
+from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
+from tokenwire.llm.model import (
+    ANTHROPIC_TO_FINISH,
+    Delta,
+    FinishDelta,
+    ReasoningDelta,
+    ToolCallDelta,
+    Usage,
+)
+from tokenwire.llm.openai_encode import OpenAIChunkEncoder
+from tokenwire.server.response import EventStreamResponse, OnDisconnect, encode_item
+
+__all__ = [
+    "AnthropicSender",
+    "ChunkSender",
+    "ClaudeSender",
+    "EventSender",
+    "OpenAISender",
+]
+
+Protocol = Literal["generic", "openai", "anthropic"]
+_DONE = b"data: [DONE]\n\n"
+
+
+class _Channel:
+    """Bounded single-producer, single-consumer channel of whole-event bytes.
+
+    The response iterates it; each step returns everything queued, joined. Closing it
+    from the response side (``aclose``) makes pending and later ``put`` calls raise
+    :class:`ClientDisconnected`.
+    """
+
+    __slots__ = ("_buf", "_capacity", "_closed", "_eof", "_getter", "_putters")
+
+    _tokenwire_bytes = True  # items are encoded whole events: no per-item checks
+
+    def __init__(self, capacity: int) -> None:
+        self._buf: deque[bytes] = deque()
+        self._capacity = capacity
+        self._closed = False
+        self._eof = False
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _wake_getter(self) -> None:
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+
+    async def put(self, data: bytes) -> None:
+        if self._closed:
+            raise ClientDisconnected("the event stream is closed (client gone or server stopping)")
+        buf = self._buf
+        while len(buf) >= self._capacity:
+            waiter = asyncio.get_running_loop().create_future()
+            self._putters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._putters:
+                    self._putters.remove(waiter)
+            if self._closed:
+                raise ClientDisconnected(
+                    "the event stream is closed (client gone or server stopping)"
+                )
+        buf.append(data)
+        if self._getter is not None:
+            self._wake_getter()
+
+    def put_nowait(self, data: bytes, *, eof: bool = False) -> None:
+        """Queue without waiting (first and last events: at most one over capacity)."""
+        if not self._closed:
+            self._buf.append(data)
+        if eof:
+            self._eof = True
+        self._wake_getter()
+
+    def end(self) -> None:
+        self._eof = True
+        self._wake_getter()
+
+    def __aiter__(self) -> _Channel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        buf = self._buf
+        while not buf:
+            if self._eof or self._closed:
+                raise StopAsyncIteration
+            getter = self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await getter
+            finally:
+                self._getter = None
+        data = buf[0] if len(buf) == 1 else b"".join(buf)
+        buf.clear()
+        putters = self._putters
+        while putters:
+            waiter = putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        return data
+
+    async def aclose(self) -> None:
+        """Consumer side is done: refuse further events and release the producer."""
+        self._closed = True
+        self._buf.clear()
+        for waiter in self._putters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _Sender:
+    """What every sender shares: the channel, the response, ``async with``."""
+
+    __slots__ = ("_channel", "_ended", "response")
+
+    protocol: ClassVar[Protocol] = "generic"
+
+    def __init__(self, channel: _Channel, response: EventStreamResponse) -> None:
+        self._channel = channel
+        self.response = response
+        self._ended = False
+
+    @classmethod
+    def _make(
+        cls,
+        buffer_size: int,
+        first: bytes,
+        *,
+        ping: float | None,
+        send_timeout: float | None,
+        headers: Mapping[str, str] | None,
+        on_disconnect: OnDisconnect | None,
+    ) -> tuple[_Channel, EventStreamResponse]:
+        if type(buffer_size) is not int or buffer_size < 1:
+            raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
+        channel = _Channel(buffer_size)
+        if first:
+            channel.put_nowait(first)
+        response = EventStreamResponse(
+            channel,
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+        response.error_protocol = cls.protocol
+        if cls.protocol != "generic":
+            # An LLM client must not mistake a cut-short reply for a complete one.
+            stopping = StreamError("overloaded", "the server is shutting down", status=503)
+            response.shutdown_event = StreamError.from_exception(stopping).to_sse_event(
+                cls.protocol
+            )
+        return channel, response
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream takes no more events: the client left, a write timed
+        out or the server is shutting down. (Not set by finishing the stream.)"""
+        return self._channel.closed
+
+    @property
+    def finished(self) -> bool:
+        """True once the stream was finished or ended with an error by this sender."""
+        return self._ended
+
+    def _check(self) -> None:
+        if self._channel.closed:
+            raise ClientDisconnected("the event stream is closed (client gone or server stopping)")
+        if self._ended:
+            raise RuntimeError("the stream was already finished; nothing more can be sent")
+
+    async def _finish_with(self, data: bytes) -> None:
+        self._ended = True
+        try:
+            await self._channel.put(data)
+        finally:
+            self._channel.end()
+
+    def _error_bytes(self, exc: BaseException) -> bytes:
+        return StreamError.from_exception(exc).to_sse_event(self.protocol)
+
+    async def send_error(self, exc: BaseException) -> None:
+        """End the stream with the protocol's error event for ``exc`` (categorized by
+        :meth:`tokenwire.errors.StreamError.from_exception`)."""
+        self._check()
+        await self._finish_with(self._error_bytes(exc))
+
+    async def _default_finish(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> _Sender:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if isinstance(exc, ClientDisconnected):
+            self._channel.end()
+            return True
+        if self._ended or self._channel.closed:
+            self._channel.end()
+            return False
+        if exc is None:
+            with contextlib.suppress(ClientDisconnected):
+                await self._default_finish()
+            return False
+        if isinstance(exc, Exception):
+            with contextlib.suppress(ClientDisconnected):
+                await self.send_error(exc)
+            return False
+        # Cancelled or interrupted: no awaiting now; end with the error at once.
+        self._ended = True
+        self._channel.put_nowait(self._error_bytes(exc), eof=True)
+        return False
+
+
+class EventSender(_Sender):
+    """Plain events (anything :class:`EventStreamResponse` takes) from a producer.
+
+    >>> sender, response = EventSender.create(buffer_size=100)
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def create(
+        cls,
+        buffer_size: int = 100,
+        *,
+        ping: float | None = 15.0,
+        send_timeout: float | None = 30.0,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> tuple[EventSender, EventStreamResponse]:
+        """A sender and the response to return; ``buffer_size`` bounds queued events."""
+        channel, response = cls._make(
+            buffer_size,
+            b"",
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+        return cls(channel, response), response
+
+    async def send(self, item: object) -> None:
+        """Queue one event (see :func:`tokenwire.server.response.encode_item`; invalid
+        items raise ``TypeError``/``ValueError`` and nothing is queued)."""
+        self._check()
+        await self._channel.put(encode_item(item))
+
+    async def send_finish(self) -> None:
+        """End the stream (the body ends after what is queued)."""
+        self._check()
+        self._ended = True
+        self._channel.end()
+
+    async def _default_finish(self) -> None:
+        await self.send_finish()
+
+
+class ChunkSender(_Sender):
+    """The simple browser format: ``data: {"chunk": "..."}`` per piece of text, then
+    ``data: [DONE]``. Errors are ``event: error`` events (generic format)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def create(
+        cls,
+        buffer_size: int = 100,
+        *,
+        ping: float | None = 15.0,
+        send_timeout: float | None = 30.0,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> tuple[ChunkSender, EventStreamResponse]:
+        """A sender and the response to return; ``buffer_size`` bounds queued events."""
+        channel, response = cls._make(
+            buffer_size,
+            b"",
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+        return cls(channel, response), response
+
+    async def send(self, text: str) -> None:
+        """Queue ``data: {"chunk": text}``."""
+        self._check()
+        if type(text) is not str:
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        await self._channel.put(b'data: {"chunk":' + orjson.dumps(text) + b"}\n\n")
+
+    async def send_finish(self) -> None:
+        """Queue ``data: [DONE]`` and end the stream."""
+        self._check()
+        await self._finish_with(_DONE)
+
+    async def _default_finish(self) -> None:
+        await self.send_finish()
+
+
+class OpenAISender(_Sender):
+    """OpenAI chat-completion chunks, as the official ``openai`` SDK reads them.
+
+    ``create()`` queues the role chunk at once (so the client gets its first byte
+    before the first token); ``send`` queues content deltas; ``send_finish`` the
+    finish chunk, the usage chunk when usage is given, and ``data: [DONE]``. Built on
+    :class:`tokenwire.llm.openai_encode.OpenAIChunkEncoder` (``encoder``).
+    """
+
+    __slots__ = ("encoder",)
+
+    protocol: ClassVar[Protocol] = "openai"
+
+    def __init__(
+        self, channel: _Channel, response: EventStreamResponse, encoder: OpenAIChunkEncoder
+    ) -> None:
+        super().__init__(channel, response)
+        self.encoder = encoder
+
+    @classmethod
+    def create(
+        cls,
+        id: str | None = None,
+        model: str = "",
+        role: str = "assistant",
+        object: str = "chat.completion.chunk",
+        buffer_size: int = 100,
+        *,
+        created: int | None = None,
+        system_fingerprint: str | None = None,
+        ping: float | None = 15.0,
+        send_timeout: float | None = 30.0,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> tuple[OpenAISender, EventStreamResponse]:
+        """A sender and the response to return. ``id`` defaults to a random
+        ``chatcmpl-…``, ``created`` to now; both are the same on every chunk."""
+        encoder = OpenAIChunkEncoder(
+            id,
+            model,
+            created,
+            object=object,
+            role=role,
+            system_fingerprint=system_fingerprint,
+        )
+        channel, response = cls._make(
+            buffer_size,
+            encoder.start(),
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+        return cls(channel, response, encoder), response
+
+    async def send(self, text: str) -> None:
+        """Queue one content delta."""
+        self._check()
+        await self._channel.put(self.encoder.encode_text(text))
+
+    async def send_delta(self, delta: Delta) -> None:
+        """Queue any delta (reasoning, refusal, tool call fragment, usage...); see
+        :class:`~tokenwire.llm.openai_encode.OpenAIChunkEncoder`."""
+        self._check()
+        data = self.encoder.encode(delta)
+        if self.encoder.ended:
+            self._ended = True
+            await self._finish_with(data)
+        elif data:
+            await self._channel.put(data)
+
+    async def send_tool_call(
+        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
+    ) -> None:
+        """Queue a fragment of tool call ``index``: the first carries ``id`` and
+        ``name``, later ones more ``arguments`` text."""
+        await self.send_delta(ToolCallDelta(index, id, name, arguments))
+
+    async def send_finish(
+        self,
+        finish_reason: str = "stop",
+        usage: Usage | Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue the finish chunk, then a usage chunk if ``usage`` is given (OpenAI
+        field names or a :class:`~tokenwire.llm.model.Usage`), then ``data: [DONE]``."""
+        self._check()
+        encoder = self.encoder
+        data = encoder.encode(FinishDelta(finish_reason)) + encoder.done(usage)
+        await self._finish_with(data)
+
+    async def _default_finish(self) -> None:
+        await self.send_finish()
+
+
+class AnthropicSender(_Sender):
+    """Anthropic Messages events, as the official ``anthropic`` SDK reads them.
+
+    ``create()`` queues ``message_start`` (with ``usage``, the input usage if known)
+    and ``ping`` at once; ``send`` queues ``text_delta`` events (opening a text block
+    first); ``send_finish`` closes the open block, then ``message_delta`` (stop
+    reason, stop sequence, usage) and ``message_stop``. Built on
+    :class:`tokenwire.llm.anthropic_encode.AnthropicEventEncoder` (``encoder``).
+    """
+
+    __slots__ = ("encoder",)
+
+    protocol: ClassVar[Protocol] = "anthropic"
+
+    def __init__(
+        self, channel: _Channel, response: EventStreamResponse, encoder: AnthropicEventEncoder
+    ) -> None:
+        super().__init__(channel, response)
+        self.encoder = encoder
+
+    @classmethod
+    def create(
+        cls,
+        id: str | None = None,
+        model: str = "",
+        role: str = "assistant",
+        buffer_size: int = 100,
+        *,
+        usage: Usage | Mapping[str, Any] | None = None,
+        ping: float | None = 15.0,
+        send_timeout: float | None = 30.0,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> tuple[AnthropicSender, EventStreamResponse]:
+        """A sender and the response to return. ``id`` defaults to a random ``msg_…``."""
+        encoder = AnthropicEventEncoder(id, model, role=role, usage=usage)
+        channel, response = cls._make(
+            buffer_size,
+            encoder.start(),
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+        return cls(channel, response, encoder), response
+
+    async def send(self, text: str) -> None:
+        """Queue one ``text_delta``."""
+        self._check()
+        await self._channel.put(self.encoder.encode_text(text))
+
+    async def send_thinking(self, text: str = "", signature: str | None = None) -> None:
+        """Queue a ``thinking_delta`` (and/or the block's ``signature_delta``)."""
+        await self.send_delta(ReasoningDelta(text, signature))
+
+    async def send_delta(self, delta: Delta) -> None:
+        """Queue any delta; see
+        :class:`~tokenwire.llm.anthropic_encode.AnthropicEventEncoder`."""
+        self._check()
+        data = self.encoder.encode(delta)
+        if self.encoder.ended:
+            await self._finish_with(data)
+        elif data:
+            await self._channel.put(data)
+
+    async def send_tool_call(
+        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
+    ) -> None:
+        """Queue a fragment of tool call ``index`` (a ``tool_use`` block): the first
+        carries ``id`` and ``name``; ``arguments`` go out as ``input_json_delta``."""
+        await self.send_delta(ToolCallDelta(index, id, name, arguments))
+
+    async def send_finish(
+        self,
+        stop_reason: str = "end_turn",
+        usage: Usage | Mapping[str, Any] | None = None,
+        stop_sequence: str | None = None,
+    ) -> None:
+        """Queue ``content_block_stop`` for open blocks, ``message_delta`` (with
+        ``usage`` in Anthropic field names or a :class:`~tokenwire.llm.model.Usage`)
+        and ``message_stop``."""
+        self._check()
+        encoder = self.encoder
+        finish = FinishDelta(_finish_reason(stop_reason), stop_reason, stop_sequence)
+        await self._finish_with(encoder.encode(finish) + encoder.done(usage))
+
+    async def _default_finish(self) -> None:
+        await self.send_finish()
+
+
+def _finish_reason(stop_reason: str) -> str:
+    return ANTHROPIC_TO_FINISH.get(stop_reason, "stop")
+
+
+ClaudeSender = AnthropicSender
+"""Alias of :class:`AnthropicSender` (the seed's name)."""
