@@ -2,8 +2,22 @@
 
 Decoding (provider events -> :data:`Delta` -> :class:`Message`) and encoding
 (deltas -> provider wire bytes) share the message model in :mod:`tokenwire.llm.model`.
+
+- :class:`StreamDecoder` turns SSE events into deltas, one event at a time.
+- :func:`accumulate` turns a whole stream (bytes or events) into a :class:`Message`.
+- :class:`MessageBuilder` adds up deltas from any source.
+- :class:`OpenAIChunkEncoder` / :class:`AnthropicEventEncoder` turn deltas into wire bytes.
 """
 
+from tokenwire.llm.accumulate import (
+    MessageBuilder,
+    accumulate,
+    accumulate_choices,
+    error_from_delta,
+)
+from tokenwire.llm.anthropic_decode import AnthropicStreamDecoder
+from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
+from tokenwire.llm.decode import StreamDecodeError, StreamDecoder, detect_protocol
 from tokenwire.llm.model import (
     Delta,
     ErrorDelta,
@@ -18,18 +32,31 @@ from tokenwire.llm.model import (
     Usage,
     UsageDelta,
 )
+from tokenwire.llm.openai_decode import OpenAIStreamDecoder
+from tokenwire.llm.openai_encode import OpenAIChunkEncoder
 
 __all__ = [
+    "AnthropicEventEncoder",
+    "AnthropicStreamDecoder",
     "Delta",
     "ErrorDelta",
     "FinishDelta",
     "Message",
+    "MessageBuilder",
     "MessageStart",
+    "OpenAIChunkEncoder",
+    "OpenAIStreamDecoder",
     "ReasoningDelta",
     "RefusalDelta",
+    "StreamDecodeError",
+    "StreamDecoder",
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
     "UsageDelta",
+    "accumulate",
+    "accumulate_choices",
+    "detect_protocol",
+    "error_from_delta",
 ]
