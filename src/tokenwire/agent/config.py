@@ -1,0 +1,333 @@
+"""Agent configuration: ``tokenwire.toml`` -> providers and agents.
+
+```toml
+[providers.local]               # type defaults to the name for openai/anthropic/demo
+type = "openai"                 # "openai" | "anthropic" | "demo"
+base_url = "http://localhost:11434/v1"
+api_key_env = "LOCAL_API_KEY"   # the *name* of the variable; keys never go in the file
+headers = { "X-Team" = "docs" }
+timeouts = { first_token = 30, idle = 30, total = 600, connect = 10 }
+
+[agents.assistant]
+provider = "local"
+model = "llama3.2"
+system = "You are a helpful assistant."
+options = { temperature = 0.7, max_tokens = 500, stop_sequences = ["\\n\\n"] }
+```
+
+Built in, unless the file redefines them: providers ``demo``, ``openai``
+(``https://api.openai.com/v1``, key from ``OPENAI_API_KEY``) and ``anthropic``
+(``https://api.anthropic.com``, key from ``ANTHROPIC_API_KEY``), and the agent
+``assistant`` using ``demo``. Demo providers also take ``time_to_first_token``,
+``time_per_token``, ``seed`` and ``fail_after`` (see
+:class:`~tokenwire.agent.providers.demo.DemoProvider`).
+
+Every problem raises :class:`ConfigError` naming the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from tokenwire.agent.options import StreamOptions
+
+if TYPE_CHECKING:
+    from tokenwire.agent.agent import Agent
+
+__all__ = [
+    "AgentConfig",
+    "Config",
+    "ConfigError",
+    "ProviderConfig",
+    "Timeouts",
+    "from_mapping",
+    "load_config",
+]
+
+ProviderType = Literal["openai", "anthropic", "demo"]
+_TYPES: tuple[ProviderType, ...] = ("openai", "anthropic", "demo")
+DEFAULT_FILE = "tokenwire.toml"
+ENV_VAR = "TOKENWIRE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong: unknown agent or provider, a missing API key
+    variable, an invalid value. The message names the place and the problem (and never
+    contains a key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds; ``None`` = no limit. ``first_token``: until the first chunk; ``idle``:
+    between chunks; ``total``: the whole call; ``connect``: opening the connection."""
+
+    first_token: float | None = None
+    idle: float | None = None
+    total: float | None = None
+    connect: float | None = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One ``[providers.NAME]`` table. ``api_key_env`` is the name of the environment
+    variable that holds the key; the key itself is read only when a provider is built.
+    Header values are hidden in the repr (they may be credentials too)."""
+
+    name: str
+    type: ProviderType
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    anthropic_version: str = "2023-06-01"
+    demo: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderConfig(name={self.name!r}, type={self.type!r}, "
+            f"base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
+            f"headers={sorted(self.headers)!r}, timeouts={self.timeouts!r})"
+        )
+
+    def api_key(self) -> str | None:
+        """The key from ``api_key_env``; ``None`` when no variable is configured.
+
+        Raises :class:`ConfigError` naming the variable (not its value) when it is
+        configured but unset or empty."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"provider {self.name!r}: environment variable {self.api_key_env} "
+                "(api_key_env) is not set"
+            )
+        return key
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """One ``[agents.NAME]`` table."""
+
+    name: str
+    provider: str
+    model: str
+    system: str | None = None
+    options: StreamOptions = field(default_factory=StreamOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Providers and agents by name. ``source`` is the file it came from, if any."""
+
+    providers: Mapping[str, ProviderConfig]
+    agents: Mapping[str, AgentConfig]
+    source: Path | None = None
+
+    def agent(self, name: str = "assistant") -> Agent:
+        """A new :class:`~tokenwire.agent.Agent` (with an empty history) for ``name``.
+
+        Raises :class:`ConfigError` for an unknown agent or provider, or a missing key.
+        """
+        from tokenwire.agent.agent import Agent
+        from tokenwire.agent.providers import make_provider
+
+        spec = self.agents.get(name)
+        if spec is None:
+            raise ConfigError(
+                f"unknown agent {name!r}{self._where()} (defined: {', '.join(sorted(self.agents))})"
+            )
+        provider_config = self.providers[spec.provider]  # checked at load time
+        return Agent(
+            make_provider(provider_config),
+            model=spec.model,
+            system=spec.system,
+            options=spec.options,
+            timeouts=provider_config.timeouts,
+            name=name,
+        )
+
+    def _where(self) -> str:
+        return f" in {self.source}" if self.source else ""
+
+
+_BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
+    "demo": ProviderConfig("demo", "demo"),
+    "openai": ProviderConfig(
+        "openai", "openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"
+    ),
+    "anthropic": ProviderConfig(
+        "anthropic",
+        "anthropic",
+        base_url="https://api.anthropic.com",
+        api_key_env="ANTHROPIC_API_KEY",
+    ),
+}
+_BUILTIN_AGENTS = {"assistant": AgentConfig("assistant", "demo", "demo")}
+
+_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts"}
+_EXTRA_KEYS: dict[str, set[str]] = {
+    "openai": set(),
+    "anthropic": {"anthropic_version"},
+    "demo": {"time_to_first_token", "time_per_token", "seed", "fail_after"},
+}
+_AGENT_KEYS = {"provider", "model", "system", "options"}
+_TIMEOUT_KEYS = {"first_token", "idle", "total", "connect"}
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the configuration.
+
+    The file is ``path`` if given, else the one named by ``TOKENWIRE_CONFIG``, else
+    ``./tokenwire.toml``. A file named explicitly (argument or variable) must exist; with
+    no file at all the built-in defaults apply (agent ``assistant`` on ``demo``).
+    """
+    explicit = path if path is not None else os.environ.get(ENV_VAR) or None
+    file = Path(explicit) if explicit is not None else Path(DEFAULT_FILE)
+    if not file.is_file():
+        if explicit is not None:
+            raise ConfigError(f"config file not found: {file}")
+        return from_mapping({})
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    return from_mapping(data, source=file)
+
+
+def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
+    """Build a :class:`Config` from parsed TOML (or an equivalent dict)."""
+    where = f"{source}: " if source else ""
+    unknown = set(data) - {"providers", "agents"}
+    if unknown:
+        raise ConfigError(f"{where}unknown top-level table(s): {', '.join(sorted(unknown))}")
+    providers = dict(_BUILTIN_PROVIDERS)
+    for name in _table(data, "providers", where):
+        providers[name] = _provider(
+            name, _table(data["providers"], name, where, "providers."), where
+        )
+    agents = dict(_BUILTIN_AGENTS)
+    for name in _table(data, "agents", where):
+        agents[name] = _agent(
+            name, _table(data["agents"], name, where, "agents."), providers, where
+        )
+    return Config(MappingProxyType(providers), MappingProxyType(agents), source)
+
+
+def _table(parent: Mapping[str, Any], key: str, where: str, prefix: str = "") -> dict[str, Any]:
+    value = parent.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}[{prefix}{key}] must be a table")
+    return dict(value)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], place: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{place}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _string(table: Mapping[str, Any], key: str, place: str) -> str | None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{place}: {key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _seconds(table: Mapping[str, Any], key: str, place: str) -> float | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{place}: {key} must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
+    place = f"{where}[providers.{name}]"
+    kind = table.get("type", name if name in _TYPES else None)
+    if kind not in _TYPES:
+        raise ConfigError(
+            f"{place}: type must be one of {', '.join(_TYPES)}"
+            + (f", not {kind!r}" if kind is not None else " (it is missing)")
+        )
+    ptype = cast(ProviderType, kind)
+    _check_keys(table, _PROVIDER_KEYS | _EXTRA_KEYS[ptype], place)
+    base = _BUILTIN_PROVIDERS.get(ptype)
+    base_url = _string(table, "base_url", place) or (base.base_url if base else None)
+    if "api_key_env" in table:
+        api_key_env = _string(table, "api_key_env", place)
+    else:
+        # A redefined built-in keeps its variable; other OpenAI-compatible servers
+        # (Ollama, vLLM) often need no key at all.
+        api_key_env = base.api_key_env if base and name == ptype else None
+    headers = table.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigError(f"{place}: headers must be a table of strings")
+    timeouts_table = _table(table, "timeouts", where, f"providers.{name}.")
+    _check_keys(timeouts_table, _TIMEOUT_KEYS, f"{place} timeouts")
+    default = Timeouts()
+    timeouts = Timeouts(
+        first_token=_seconds(timeouts_table, "first_token", f"{place} timeouts"),
+        idle=_seconds(timeouts_table, "idle", f"{place} timeouts"),
+        total=_seconds(timeouts_table, "total", f"{place} timeouts"),
+        connect=_seconds(timeouts_table, "connect", f"{place} timeouts") or default.connect,
+    )
+    demo: dict[str, Any] = {}
+    if ptype == "demo":
+        for key in ("time_to_first_token", "time_per_token"):
+            if key in table:
+                demo[key] = _seconds(table, key, place)
+        for key in ("seed", "fail_after"):
+            value = table.get(key)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{place}: {key} must be an integer, not {value!r}")
+                demo[key] = value
+    elif ptype == "openai" and not base_url:
+        raise ConfigError(f"{place}: base_url is required")
+    return ProviderConfig(
+        name=name,
+        type=ptype,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        headers=MappingProxyType(dict(headers)),
+        timeouts=timeouts,
+        anthropic_version=_string(table, "anthropic_version", place) or "2023-06-01",
+        demo=MappingProxyType(demo),
+    )
+
+
+def _agent(
+    name: str, table: dict[str, Any], providers: Mapping[str, ProviderConfig], where: str
+) -> AgentConfig:
+    place = f"{where}[agents.{name}]"
+    _check_keys(table, _AGENT_KEYS, place)
+    provider = _string(table, "provider", place) or "demo"
+    if provider not in providers:
+        raise ConfigError(
+            f"{place}: unknown provider {provider!r} (defined: {', '.join(sorted(providers))})"
+        )
+    model = _string(table, "model", place)
+    if not model:
+        if providers[provider].type != "demo":
+            raise ConfigError(f"{place}: model is required for provider {provider!r}")
+        model = "demo"
+    options_table = _table(table, "options", where, f"agents.{name}.")
+    try:
+        options = StreamOptions.coerce(options_table)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{place} options: {exc}") from None
+    return AgentConfig(name, provider, model, _string(table, "system", place), options)
