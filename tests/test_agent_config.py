@@ -138,7 +138,12 @@ provider = "slow"
             r"timeouts: idle must be a number of seconds >= 0",
         ),
         ('[providers.x]\ntype = "openai"\ntimeouts = { idel = 1 }\n', r"unknown key\(s\) idel"),
-        ("[gateway]\nport = 1\n", r"unknown top-level table\(s\): gateway"),
+        ("[server]\nport = 1\n", r"unknown top-level table\(s\): server"),
+        ("[gateway]\nport = 1\n", r"\[gateway\]: unknown key\(s\) port"),
+        ("[gateway]\nmax_request_bytes = 0\n", r"max_request_bytes must be a positive integer"),
+        ("[gateway]\ncors_origins = \"*\"\n", r"cors_origins must be a list of strings"),
+        ("[models.x]\nprovider = \"nope\"\n", r"\[models.x\]: provider must be one of"),
+        ("[models.x]\nprovider = \"demo\"\nflavour = 1\n", r"\[models.x\]: unknown key\(s\) flavour"),
         ("agents = 3\n", r"\[agents\] must be a table"),
         ("[agents\n", r"invalid TOML"),
     ],
@@ -195,3 +200,29 @@ model = "claude-x"
     assert SECRET not in joined
     assert "SECRET-HEADER" not in joined
     assert "OPENAI_API_KEY" in joined  # the variable's name is fine to show
+
+
+def test_model_routes_and_gateway_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tokenwire.toml"
+    path.write_text(
+        '[providers.up]\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
+        "timeouts = { first_token = 5, idle = 2 }\n"
+        '[models."fast"]\nprovider = "up"\nmodel = "gpt-x"\ntimeouts = { idle = 1 }\n'
+        '[gateway]\napi_keys_env = "TW_TEST_KEYS"\ncors_origins = ["http://a.example"]\n'
+        "max_request_bytes = 1000\nping = 2.5\n"
+    )
+    config = load_config(path)
+    provider, upstream, timeouts = config.route("fast")
+    assert (provider.name, upstream) == ("up", "gpt-x")
+    assert (timeouts.first_token, timeouts.idle) == (5.0, 1.0)  # inherited, overridden
+    provider, upstream, _ = config.route("up/other-model")
+    assert (provider.name, upstream) == ("up", "other-model")
+    assert config.route("demo")[0].type == "demo"
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        config.route("nope")
+    assert config.gateway.cors_origins == ("http://a.example",)
+    assert (config.gateway.max_request_bytes, config.gateway.ping) == (1000, 2.5)
+    with pytest.raises(ConfigError, match="TW_TEST_KEYS"):
+        config.gateway.api_keys()
+    monkeypatch.setenv("TW_TEST_KEYS", "k1, k2,")
+    assert config.gateway.api_keys() == {"k1", "k2"}

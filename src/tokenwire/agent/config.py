@@ -1,4 +1,4 @@
-"""Agent configuration: ``tokenwire.toml`` -> providers and agents.
+"""Configuration: ``tokenwire.toml`` -> providers, agents, gateway models and settings.
 
 ```toml
 [providers.local]               # type defaults to the name for openai/anthropic/demo
@@ -13,7 +13,21 @@ provider = "local"
 model = "llama3.2"
 system = "You are a helpful assistant."
 options = { temperature = 0.7, max_tokens = 500, stop_sequences = ["\\n\\n"] }
+
+[models."llama"]                # what gateway clients may ask for, routed to a provider
+provider = "local"
+model = "llama3.2"              # the upstream's name for it (default: the same name)
+timeouts = { first_token = 20 } # overrides the provider's timeouts for this route
+
+[gateway]
+api_keys_env = "TOKENWIRE_API_KEYS"  # comma-separated keys; unset = no authentication
+cors_origins = ["http://localhost:5173"]
+max_request_bytes = 1048576
+ping = 15                            # heartbeat interval, seconds
 ```
+
+A gateway also accepts ``PROVIDER/MODEL`` (e.g. ``openai/gpt-4o``) for any provider,
+and serves the model ``demo`` unless the file redefines it.
 
 Built in, unless the file redefines them: providers ``demo``, ``openai``
 (``https://api.openai.com/v1``, key from ``OPENAI_API_KEY``) and ``anthropic``
@@ -44,6 +58,8 @@ __all__ = [
     "AgentConfig",
     "Config",
     "ConfigError",
+    "GatewayConfig",
+    "ModelRoute",
     "ProviderConfig",
     "Timeouts",
     "from_mapping",
@@ -123,12 +139,67 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """One ``[models.NAME]`` table: a model name gateway clients use, the provider that
+    serves it and the upstream's own name for it."""
+
+    name: str
+    provider: str
+    model: str
+    timeouts: Timeouts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The ``[gateway]`` table. ``api_keys_env`` names the variable holding the
+    comma-separated keys clients must present; ``None`` means no authentication."""
+
+    api_keys_env: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_request_bytes: int = 1024 * 1024
+    ping: float = 15.0
+
+    def api_keys(self) -> frozenset[str]:
+        """The accepted keys. Raises :class:`ConfigError` naming the variable if it is
+        configured but empty."""
+        if not self.api_keys_env:
+            return frozenset()
+        keys = frozenset(k.strip() for k in os.environ.get(self.api_keys_env, "").split(","))
+        keys -= {""}
+        if not keys:
+            raise ConfigError(
+                f"[gateway] api_keys_env: environment variable {self.api_keys_env} is not set"
+            )
+        return keys
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
-    """Providers and agents by name. ``source`` is the file it came from, if any."""
+    """Providers, agents and gateway models by name, and the gateway settings.
+    ``source`` is the file it came from, if any."""
 
     providers: Mapping[str, ProviderConfig]
     agents: Mapping[str, AgentConfig]
     source: Path | None = None
+    models: Mapping[str, ModelRoute] = field(default_factory=dict)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+
+    def route(self, model: str) -> tuple[ProviderConfig, str, Timeouts]:
+        """The provider, upstream model name and timeouts for a requested ``model``:
+        a ``[models]`` entry, else ``PROVIDER/MODEL``. Raises :class:`ConfigError` for
+        an unknown model."""
+        route = self.models.get(model)
+        if route is not None:
+            provider = self.providers[route.provider]  # checked at load time
+            return provider, route.model, route.timeouts or provider.timeouts
+        name, sep, upstream = model.partition("/")
+        if sep and upstream and name in self.providers:
+            provider = self.providers[name]
+            return provider, upstream, provider.timeouts
+        raise ConfigError(
+            f"unknown model {model!r}{self._where()} "
+            f"(available: {', '.join(sorted(self.models)) or 'none'}, or PROVIDER/MODEL)"
+        )
 
     def agent(self, name: str = "assistant") -> Agent:
         """A new :class:`~tokenwire.agent.Agent` (with an empty history) for ``name``.
@@ -178,6 +249,10 @@ _EXTRA_KEYS: dict[str, set[str]] = {
     "demo": {"time_to_first_token", "time_per_token", "seed", "fail_after"},
 }
 _AGENT_KEYS = {"provider", "model", "system", "options"}
+_MODEL_KEYS = {"provider", "model", "timeouts"}
+_GATEWAY_KEYS = {"api_keys_env", "cors_origins", "max_request_bytes", "ping"}
+_BUILTIN_MODELS = {"demo": ModelRoute("demo", "demo", "demo")}
+_DEFAULT_GATEWAY = GatewayConfig()
 _TIMEOUT_KEYS = {"first_token", "idle", "total", "connect"}
 
 
@@ -206,7 +281,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     """Build a :class:`Config` from parsed TOML (or an equivalent dict)."""
     where = f"{source}: " if source else ""
-    unknown = set(data) - {"providers", "agents"}
+    unknown = set(data) - {"providers", "agents", "models", "gateway"}
     if unknown:
         raise ConfigError(f"{where}unknown top-level table(s): {', '.join(sorted(unknown))}")
     providers = dict(_BUILTIN_PROVIDERS)
@@ -219,7 +294,19 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
         agents[name] = _agent(
             name, _table(data["agents"], name, where, "agents."), providers, where
         )
-    return Config(MappingProxyType(providers), MappingProxyType(agents), source)
+    models = dict(_BUILTIN_MODELS)
+    for name in _table(data, "models", where):
+        models[name] = _model_route(
+            name, _table(data["models"], name, where, "models."), providers, where
+        )
+    gateway = _gateway(_table(data, "gateway", where), where)
+    return Config(
+        MappingProxyType(providers),
+        MappingProxyType(agents),
+        source,
+        MappingProxyType(models),
+        gateway,
+    )
 
 
 def _table(parent: Mapping[str, Any], key: str, where: str, prefix: str = "") -> dict[str, Any]:
@@ -276,15 +363,7 @@ def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise ConfigError(f"{place}: headers must be a table of strings")
-    timeouts_table = _table(table, "timeouts", where, f"providers.{name}.")
-    _check_keys(timeouts_table, _TIMEOUT_KEYS, f"{place} timeouts")
-    default = Timeouts()
-    timeouts = Timeouts(
-        first_token=_seconds(timeouts_table, "first_token", f"{place} timeouts"),
-        idle=_seconds(timeouts_table, "idle", f"{place} timeouts"),
-        total=_seconds(timeouts_table, "total", f"{place} timeouts"),
-        connect=_seconds(timeouts_table, "connect", f"{place} timeouts") or default.connect,
-    )
+    timeouts = _timeouts(_table(table, "timeouts", where, f"providers.{name}."), place)
     demo: dict[str, Any] = {}
     if ptype == "demo":
         for key in ("time_to_first_token", "time_per_token"):
@@ -307,6 +386,63 @@ def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
         timeouts=timeouts,
         anthropic_version=_string(table, "anthropic_version", place) or "2023-06-01",
         demo=MappingProxyType(demo),
+    )
+
+
+def _timeouts(table: Mapping[str, Any], place: str) -> Timeouts:
+    _check_keys(table, _TIMEOUT_KEYS, f"{place} timeouts")
+    return Timeouts(
+        first_token=_seconds(table, "first_token", f"{place} timeouts"),
+        idle=_seconds(table, "idle", f"{place} timeouts"),
+        total=_seconds(table, "total", f"{place} timeouts"),
+        connect=_seconds(table, "connect", f"{place} timeouts") or Timeouts().connect,
+    )
+
+
+def _model_route(
+    name: str, table: dict[str, Any], providers: Mapping[str, ProviderConfig], where: str
+) -> ModelRoute:
+    place = f"{where}[models.{name}]"
+    _check_keys(table, _MODEL_KEYS, place)
+    provider = _string(table, "provider", place)
+    if provider is None or provider not in providers:
+        raise ConfigError(
+            f"{place}: provider must be one of {', '.join(sorted(providers))}"
+            + (f", not {provider!r}" if provider is not None else " (it is missing)")
+        )
+    timeouts = None
+    if "timeouts" in table:
+        # Keys given here override the provider's; the rest are inherited.
+        base = providers[provider].timeouts
+        given = _timeouts(_table(table, "timeouts", where, f"models.{name}."), place)
+        timeouts = Timeouts(
+            first_token=given.first_token
+            if "first_token" in table["timeouts"]
+            else base.first_token,
+            idle=given.idle if "idle" in table["timeouts"] else base.idle,
+            total=given.total if "total" in table["timeouts"] else base.total,
+            connect=given.connect if "connect" in table["timeouts"] else base.connect,
+        )
+    return ModelRoute(name, provider, _string(table, "model", place) or name, timeouts)
+
+
+def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:
+    place = f"{where}[gateway]"
+    _check_keys(table, _GATEWAY_KEYS, place)
+    origins = table.get("cors_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError(f"{place}: cors_origins must be a list of strings")
+    limit = table.get("max_request_bytes", _DEFAULT_GATEWAY.max_request_bytes)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"{place}: max_request_bytes must be a positive integer")
+    ping = _seconds(table, "ping", place)
+    if ping is not None and ping <= 0:
+        raise ConfigError(f"{place}: ping must be a number of seconds > 0")
+    return GatewayConfig(
+        api_keys_env=_string(table, "api_keys_env", place),
+        cors_origins=tuple(origins),
+        max_request_bytes=limit,
+        ping=ping if ping is not None else _DEFAULT_GATEWAY.ping,
     )
 
 
