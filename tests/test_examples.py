@@ -195,47 +195,27 @@ def test_example_config_is_valid() -> None:
     assert config.providers["demo"].demo["time_per_token"] == 0.03
 
 
-def test_browser_page_streams_the_reply(app_url: str) -> None:
-    from playwright.sync_api import sync_playwright
+def test_browser_page_streams_the_reply(app_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(app_url + "/")
+        page.fill("#prompt", PROMPT)
+        page.click("#send")
+        page.wait_for_selector("body[data-state=done]", timeout=15_000)
+        assert page.inner_text("#output").strip() == expected_reply().strip()
+        assert page.inner_text("#status") == "done"
+    finally:
+        page.close()
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+
+def test_browser_page_shows_a_stream_error(app_module: ModuleType, browser: Any) -> None:
+    with serve(app_module.create_app(demo_config(fail_after=4))) as url:
+        page = browser.new_page()
         try:
-            page = browser.new_page()
-            page.goto(app_url + "/")
-            page.fill("#prompt", PROMPT)
-            page.click("#send")
-            page.wait_for_selector("body[data-state=done]", timeout=15_000)
-            assert page.inner_text("#output").strip() == expected_reply().strip()
-            assert page.inner_text("#status") == "done"
-        finally:
-            browser.close()
-
-
-def test_browser_page_shows_a_stream_error(app_module: ModuleType) -> None:
-    from playwright.sync_api import sync_playwright
-
-    with serve(app_module.create_app(demo_config(fail_after=4))) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-        )
-        try:
-            page = browser.new_page()
             page.goto(url + "/")
             page.click("#send")
             page.wait_for_selector("body[data-state=error]", timeout=15_000)
             assert "overloaded" in page.inner_text("#status")
             assert len(page.inner_text("#output").split()) == 4
         finally:
-            browser.close()
+            page.close()

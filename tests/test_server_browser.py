@@ -4,8 +4,6 @@ the simple browser format (``{"chunk": ...}`` then ``[DONE]``)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,15 +19,6 @@ from tokenwire.sse import ServerSentEvent
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 PAGE = """<!doctype html><meta charset="utf-8"><script>
 window.received = {generic: [], chunks: []};
@@ -106,22 +95,15 @@ async def chunks(request: Request) -> Response:
     return response
 
 
-def test_chromium_event_source_receives_every_event() -> None:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(
-            f"Chromium is required for this test: {CHROMIUM} not found (apt install chromium)"
-        )
-    from playwright.sync_api import sync_playwright
-
+def test_chromium_event_source_receives_every_event(browser: Any) -> None:
     app = Starlette(routes=[Route("/", page), Route("/generic", generic), Route("/chunks", chunks)])
-    with serve(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with serve(app) as url:
+        tab = browser.new_page()
         try:
-            tab = browser.new_page()
             tab.goto(url + "/")
             tab.wait_for_function("window.done.generic && window.done.chunks", timeout=20000)
             received = tab.evaluate("window.received")
         finally:
-            browser.close()
+            tab.close()
     assert received["generic"] == expected_generic()
     assert received["chunks"] == CHUNKS

@@ -86,6 +86,10 @@ class HTTPProvider:
     def _auth_headers(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def encode_request(self, request: ChatRequest) -> dict[str, Any]:
+        """The protocol's request body for a neutral :class:`ChatRequest`."""
+        raise NotImplementedError
+
     def _body(self, request: ProviderRequest) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -106,7 +110,17 @@ class HTTPProvider:
             include_usage=True,
         )
 
-    def _client(self) -> httpx2.AsyncClient:
+    @property
+    def url(self) -> str:
+        """The streaming endpoint: ``base_url`` plus the protocol's path."""
+        return self.base_url + self.path
+
+    def request_headers(self) -> dict[str, str]:
+        """Configured headers plus authentication (holds the key: never log these)."""
+        return {**self._extra_headers, **self._auth_headers()}
+
+    def client(self) -> httpx2.AsyncClient:
+        """The connection pool for the running event loop."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None or client.is_closed:
@@ -130,13 +144,12 @@ class HTTPProvider:
         a stream cut off before its end (``network``). Closing this generator closes
         the HTTP response, i.e. the upstream connection.
         """
-        headers = {**self._extra_headers, **self._auth_headers()}
         chat = astream_chat(
-            self.base_url + self.path,
+            self.url,
             json=self._body(request),
-            headers=headers,
+            headers=self.request_headers(),
             protocol=self.protocol,
-            client=self._client(),
+            client=self.client(),
             timeout=self._timeout,
         )
         try:
@@ -144,12 +157,15 @@ class HTTPProvider:
                 async for delta in chat:
                     yield delta
         except StreamError as exc:
-            key = self._key.reveal() if self._key is not None else None
-            if key and _mentions(exc, key):
-                # Some servers echo the credentials they rejected; never pass them on
-                # (nor the cause, whose text holds the response body).
-                raise _scrubbed(exc, key) from None
-            raise
+            raise self.scrub(exc) from exc.__cause__
+
+    def scrub(self, exc: StreamError) -> StreamError:
+        """``exc`` without this provider's key in it. Some servers echo the credentials
+        they rejected; those never pass on (nor the cause, whose text holds the body)."""
+        key = self._key.reveal() if self._key is not None else None
+        if key and _mentions(exc, key):
+            return _scrubbed(exc, key)
+        return exc
 
 
 def _mentions(exc: BaseException, key: str) -> bool:

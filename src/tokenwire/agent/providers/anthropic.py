@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from tokenwire.agent.config import ProviderConfig
 from tokenwire.agent.providers._http import HTTPProvider
 from tokenwire.agent.providers.base import ProviderRequest
-from tokenwire.llm.requests import to_anthropic
+from tokenwire.llm.requests import ChatRequest, to_anthropic
 
 __all__ = ["AnthropicProvider"]
 
@@ -65,3 +65,6 @@ class AnthropicProvider(HTTPProvider):
 
     def _body(self, request: ProviderRequest) -> dict[str, Any]:
         return to_anthropic(self._neutral(request))
+
+    def encode_request(self, request: ChatRequest) -> dict[str, Any]:
+        return to_anthropic(request)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from tokenwire.agent.providers._http import HTTPProvider
 from tokenwire.agent.providers.base import ProviderRequest
-from tokenwire.llm.requests import to_openai
+from tokenwire.llm.requests import ChatRequest, to_openai
 
 __all__ = ["OpenAIProvider"]
 
@@ -36,3 +36,6 @@ class OpenAIProvider(HTTPProvider):
         if request.options.seed is not None:
             body["seed"] = request.options.seed
         return body
+
+    def encode_request(self, request: ChatRequest) -> dict[str, Any]:
+        return to_openai(request)

@@ -1,0 +1,151 @@
+"""Prometheus metrics for the gateway, rendered in the text exposition format.
+
+Small on purpose: counters, gauges and histograms with labels, kept in dicts and
+updated from the event loop thread only (so no locks). Per-chunk updates are a dict
+lookup and an add.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from typing import TypeVar
+
+__all__ = ["Counter", "Gauge", "Histogram", "Registry"]
+
+Labels = tuple[str, ...]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_labels(names: Sequence[str], values: Labels, extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        self.name = name
+        self.help = help
+        self.label_names = tuple(labels)
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+    def render(self) -> list[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class Counter(_Metric):
+    """A monotonically increasing count."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        super().__init__(name, help, labels)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def get(self, *labels: str) -> float:
+        return self.values.get(labels, 0.0)
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        for labels, value in sorted(self.values.items()):
+            lines.append(f"{self.name}{_format_labels(self.label_names, labels)} {_number(value)}")
+        return lines
+
+
+class Gauge(Counter):
+    """A value that goes up and down."""
+
+    kind = "gauge"
+
+    def dec(self, *labels: str, amount: float = 1.0) -> None:
+        self.inc(*labels, amount=-amount)
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        if not self.values and not self.label_names:
+            lines.append(f"{self.name} 0")
+        for labels, value in sorted(self.values.items()):
+            lines.append(f"{self.name}{_format_labels(self.label_names, labels)} {_number(value)}")
+        return lines
+
+
+class Histogram(_Metric):
+    """Observations counted into cumulative buckets (upper bounds in seconds)."""
+
+    kind = "histogram"
+
+    def __init__(
+        self, name: str, help: str, buckets: Sequence[float], labels: Sequence[str] = ()
+    ) -> None:
+        super().__init__(name, help, labels)
+        self.bounds = sorted(buckets)
+        # per label set: [count per bucket (non-cumulative, + overflow)], sum, count
+        self.data: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        entry = self.data.get(labels)
+        if entry is None:
+            entry = self.data[labels] = ([0] * (len(self.bounds) + 1), [0.0, 0.0])
+        entry[0][bisect.bisect_left(self.bounds, value)] += 1
+        totals = entry[1]
+        totals[0] += value
+        totals[1] += 1
+
+    def count(self, *labels: str) -> int:
+        entry = self.data.get(labels)
+        return int(entry[1][1]) if entry else 0
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        for labels, (counts, (total, count)) in sorted(self.data.items()):
+            running = 0
+            for bound, n in zip([*self.bounds, math.inf], counts, strict=True):
+                running += n
+                le = f'le="{_number(bound)}"'
+                label_text = _format_labels(self.label_names, labels, le)
+                lines.append(f"{self.name}_bucket{label_text} {running}")
+            base = _format_labels(self.label_names, labels)
+            lines.append(f"{self.name}_sum{base} {_number(total)}")
+            lines.append(f"{self.name}_count{base} {_number(count)}")
+        return lines
+
+
+_M = TypeVar("_M", bound=_Metric)
+
+
+class Registry:
+    """The set of metrics one gateway exposes at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.metrics: list[_Metric] = []
+
+    def add(self, metric: _M) -> _M:
+        self.metrics.append(metric)
+        return metric
+
+    def render(self) -> bytes:
+        lines: list[str] = []
+        for metric in self.metrics:
+            lines.extend(metric.render())
+        return ("\n".join(lines) + "\n").encode()

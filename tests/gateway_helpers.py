@@ -1,0 +1,186 @@
+"""A scripted LLM upstream for gateway tests: real HTTP, both protocols.
+
+The upstream's behaviour is chosen by the requested model name, so one server covers
+every scenario; it records the requests it got and when each stream's producer ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
+from tokenwire.llm.model import (
+    Delta,
+    ErrorDelta,
+    FinishDelta,
+    MessageStart,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageDelta,
+)
+from tokenwire.llm.openai_encode import OpenAIChunkEncoder
+from tokenwire.server import EventStreamResponse
+
+TEXT = ["Hello", ", ", "world", "!"]
+
+
+def script(model: str) -> list[Delta | float]:
+    """The deltas (and pauses, as floats) an upstream model produces."""
+    start: list[Delta | float] = [
+        MessageStart(id="up-1", model=f"{model}-upstream", usage=Usage(input_tokens=11))
+    ]
+    text: list[Delta | float] = [TextDelta(t) for t in TEXT]
+    end: list[Delta | float] = [
+        FinishDelta("stop", raw_reason="end_turn"),
+        UsageDelta(Usage(input_tokens=11, output_tokens=4)),
+    ]
+    if model == "tools":
+        return [
+            *start,
+            TextDelta("Let me check."),
+            ToolCallDelta(0, id="call_a", name="get_weather", arguments=""),
+            ToolCallDelta(0, arguments='{"city":'),
+            ToolCallDelta(0, arguments=' "Paris"}'),
+            ToolCallDelta(1, id="call_b", name="get_time", arguments='{"tz": "CET"}'),
+            FinishDelta("tool_calls", raw_reason="tool_use"),
+            UsageDelta(Usage(input_tokens=11, output_tokens=20)),
+        ]
+    if model == "think":
+        return [*start, ReasoningDelta("Pondering."), ReasoningDelta(signature="sig"), *text, *end]
+    if model == "slow":
+        return [*start, *[x for t in TEXT * 50 for x in (TextDelta(t), 0.05)], *end]
+    if model == "late":
+        return [*start, 1.5, *text, *end]
+    if model == "stall":
+        return [*start, TextDelta("Hel"), 30.0, *text, *end]
+    if model == "midfail":
+        error = {"type": "overloaded_error", "message": "upstream overloaded"}
+        return [
+            *start,
+            TextDelta("Hel"),
+            ErrorDelta("overloaded_error", "upstream overloaded", error),
+        ]
+    return [*start, *text, *end]
+
+
+@dataclass
+class Upstream:
+    """State shared between the upstream server and the test."""
+
+    requests: list[tuple[str, dict[str, Any], dict[str, str]]] = field(default_factory=list)
+    finished_at: list[float] = field(default_factory=list)
+    open_streams: int = 0
+
+
+def upstream_app(state: Upstream) -> Starlette:
+    async def stream(
+        deltas: list[Delta | float], encoder: OpenAIChunkEncoder | AnthropicEventEncoder, cut: bool
+    ) -> AsyncIterator[bytes]:
+        state.open_streams += 1
+        try:
+            for item in deltas:
+                if isinstance(item, float):
+                    await asyncio.sleep(item)
+                    continue
+                out = encoder.encode(item)
+                if out:
+                    yield out
+                if encoder.ended:
+                    return
+            if not cut:
+                yield encoder.done()
+        finally:
+            state.open_streams -= 1
+            state.finished_at.append(time.monotonic())
+
+    async def handle(request: Request, protocol: str) -> Response:
+        body = orjson.loads(await request.body())
+        state.requests.append((protocol, body, dict(request.headers)))
+        model = body["model"]
+        if model == "ratelimit":
+            error = (
+                {
+                    "error": {
+                        "message": "slow down",
+                        "type": "requests",
+                        "code": "rate_limit_exceeded",
+                    }
+                }
+                if protocol == "openai"
+                else {
+                    "type": "error",
+                    "error": {"type": "rate_limit_error", "message": "slow down"},
+                }
+            )
+            return Response(
+                orjson.dumps(error),
+                status_code=429,
+                headers={"retry-after": "7"},
+                media_type="application/json",
+            )
+        if model == "echo-key":
+            key = request.headers.get("authorization") or request.headers.get("x-api-key")
+            error = {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}",
+                    "type": "invalid_request_error",
+                }
+            }
+            return Response(orjson.dumps(error), status_code=401, media_type="application/json")
+        encoder: OpenAIChunkEncoder | AnthropicEventEncoder
+        if protocol == "openai":
+            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            encoder = OpenAIChunkEncoder(include_usage=include)
+        else:
+            encoder = AnthropicEventEncoder()
+        return EventStreamResponse(stream(script(model), encoder, cut=model == "cut"), ping=None)
+
+    async def openai_route(request: Request) -> Response:
+        return await handle(request, "openai")
+
+    async def anthropic_route(request: Request) -> Response:
+        return await handle(request, "anthropic")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", openai_route, methods=["POST"]),
+            Route("/v1/messages", anthropic_route, methods=["POST"]),
+        ]
+    )
+
+
+def gateway_config(upstream_url: str, **gateway: Any) -> dict[str, Any]:
+    """A configuration routing ``oa/*`` and ``an/*`` style names to the test upstream."""
+    return {
+        "providers": {
+            "oa": {"type": "openai", "base_url": upstream_url + "/v1"},
+            "an": {
+                "type": "anthropic",
+                "base_url": upstream_url,
+                "api_key_env": "TW_TEST_UPSTREAM_KEY",
+            },
+            "slowdemo": {"type": "demo", "time_to_first_token": 0.05, "time_per_token": 0.01},
+        },
+        "models": {
+            "first-token-deadline": {
+                "provider": "oa",
+                "model": "late",
+                "timeouts": {"first_token": 0.3},
+            },
+            "idle-deadline": {"provider": "an", "model": "stall", "timeouts": {"idle": 0.3}},
+        },
+        "agents": {"paced": {"provider": "slowdemo"}},
+        "gateway": gateway,
+    }
