@@ -112,9 +112,12 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
-    """Headless Chromium driven by Playwright (the system's Chromium, not a download)."""
+    """Headless Chromium driven by Playwright (the system's Chromium, not a download).
+
+    Per test: Playwright's sync API keeps an event loop running on this thread while it
+    is open, which would break later tests that call ``asyncio.run``."""
     import shutil
 
     if not shutil.which(CHROMIUM):
