@@ -1,0 +1,474 @@
+"""Gateway overhead benchmark: a paced mock upstream called directly and through
+``tokenwire serve``, interleaved, in one run.
+
+Three processes besides this one (which only coordinates and sleeps meanwhile):
+
+- **mock upstream** (raw asyncio HTTP/1.1 server, keep-alive, chunked): answers
+  ``POST /v1/chat/completions`` with the role chunk at once, then 64 OpenAI content
+  chunks 20 ms apart (on an absolute schedule), the finish chunk, the usage chunk when
+  asked for, and ``data: [DONE]``. Each content chunk's text carries the mock's
+  send time (``t<perf_counter_ns> ``), so the client can also measure each chunk's
+  delivery latency.
+- **gateway**: ``tokenwire serve --workers 1`` with a temporary ``tokenwire.toml`` that
+  routes the model ``mock`` to the mock (``[providers.mock] type = "openai"``).
+- **client** (raw asyncio streams, no HTTP library): opens N connections at once,
+  POSTs streaming requests, and timestamps every content chunk as its bytes arrive.
+
+The gateway is pinned to core 0, mock, client and this process to core 1 (when the
+machine has two cores; ``os.sched_setaffinity``). Rounds alternate between direct and
+through-gateway (the order flips every round), at 1, 10 and 100 streams started
+together, after a warm-up round of each. Reported, per level: time to first token
+(first content chunk, from the start of the connection), inter-chunk gap, chunk
+delivery latency (receive time minus the mock's send time), p50 and p99, direct,
+through the gateway and the difference ("added"), and the bunching check: the share
+of gaps under 5 ms (the mock's are 20 ms; a gateway that buffers delivers chunks in
+bursts).
+
+Targets: 1 stream: added TTFT p50 < 1 ms; 100 streams: added TTFT p99 < 10 ms and
+added gap p99 < 0.5 ms, with no bunching.
+
+Run: ``python benchmarks/bench_gateway.py`` (about 2 minutes; ``--quick`` for a
+shorter, noisier run). Linux (``sched_setaffinity``); elsewhere it runs unpinned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CHUNKS = 64
+PACE = 0.020
+BUNCH_MS = 5.0
+LEVELS = (1, 10, 100)
+ROUNDS = {1: 20, 10: 8, 100: 6}
+QUICK_ROUNDS = {1: 6, 10: 3, 100: 2}
+
+GATEWAY_CORE = 0
+LOAD_CORE = 1
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# --- mock upstream -------------------------------------------------------------------
+
+
+def _chunk(payload: bytes) -> bytes:
+    """One SSE event as one HTTP/1.1 chunk."""
+    event = b"data: " + payload + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+    b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+_PREFIX = (
+    b'{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,'
+    b'"model":"mock","system_fingerprint":null,"choices":[{"index":0,'
+)
+_ROLE = _chunk(
+    _PREFIX + b'"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}'
+)
+_FINISH = _chunk(_PREFIX + b'"delta":{},"logprobs":null,"finish_reason":"stop"}]}')
+_USAGE = _chunk(
+    b'{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,'
+    b'"model":"mock","system_fingerprint":null,"choices":[],"usage":{"prompt_tokens":8,'
+    b'"completion_tokens":64,"total_tokens":72}}'
+)
+_DONE = _chunk(b"[DONE]") + b"0\r\n\r\n"
+
+
+async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter_ns
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length) if length else b""
+            start = loop.time()
+            writer.write(_HEAD + _ROLE)
+            for i in range(CHUNKS):
+                delay = start + (i + 1) * PACE - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                writer.write(
+                    _chunk(
+                        _PREFIX
+                        + b'"delta":{"content":"t%d "},"logprobs":null,"finish_reason":null}]}'
+                        % clock()
+                    )
+                )
+            writer.write(_FINISH + (_USAGE if b"include_usage" in body else b"") + _DONE)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _mock_main(port: int) -> None:
+    server = await asyncio.start_server(_mock_connection, "127.0.0.1", port, backlog=1024)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+# --- lean client ---------------------------------------------------------------------
+
+
+async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[int]]:
+    """One streaming request: (start, [receive times], [mock send times]) in ns, for
+    the content chunks."""
+    clock = time.perf_counter_ns
+    started = clock()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received: list[int] = []
+    sent: list[int] = []
+    try:
+        writer.write(request)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("connection closed before the response head")
+            raw += data
+        head, _, raw = raw.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+        chunked = b"transfer-encoding: chunked" in head.lower()
+        now = clock()
+        events = b""
+        done = False
+        while not done:
+            # De-chunk what is complete, then split whole events off.
+            if chunked:
+                while True:
+                    eol = raw.find(b"\r\n")
+                    if eol < 0:
+                        break
+                    size = int(raw[:eol], 16)
+                    if size == 0:
+                        done = True
+                        break
+                    end = eol + 2 + size
+                    if len(raw) < end + 2:
+                        break
+                    events += raw[eol + 2 : end]
+                    raw = raw[end + 2 :]
+            else:
+                events, raw = events + raw, b""
+            while True:
+                cut = events.find(b"\n\n")
+                if cut < 0:
+                    break
+                event, events = events[:cut], events[cut + 2 :]
+                at = event.find(b'"content":"t')
+                if at >= 0:
+                    stop = event.index(b" ", at)
+                    received.append(now)
+                    sent.append(int(event[at + 12 : stop]))
+                elif event.startswith(b"data: [DONE]"):
+                    done = True
+            if done:
+                break
+            data = await reader.read(65536)
+            now = clock()
+            if not data:
+                break
+            raw += data
+    finally:
+        writer.close()
+    if len(received) != CHUNKS:
+        raise ConnectionError(f"got {len(received)} of {CHUNKS} content chunks")
+    return started, received, sent
+
+
+async def _client_round(port: int, streams: int) -> dict[str, Any]:
+    body = json.dumps(
+        {
+            "model": "mock",
+            "messages": [{"role": "user", "content": "count to sixty-four"}],
+            "stream": True,
+        }
+    ).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (port, len(body), body)
+    )
+    results = await asyncio.gather(
+        *(_one_stream(port, request) for _ in range(streams)), return_exceptions=True
+    )
+    ttft: list[float] = []
+    gaps: list[float] = []
+    latency: list[float] = []
+    errors: list[str] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            errors.append(repr(result))
+            continue
+        started, received, sent = result
+        ttft.append((received[0] - started) / 1e6)
+        gaps.extend((b - a) / 1e6 for a, b in itertools.pairwise(received))
+        latency.extend((r - s) / 1e6 for r, s in zip(received, sent, strict=True))
+    return {"ttft": ttft, "gaps": gaps, "latency": latency, "errors": errors}
+
+
+def _client_main() -> None:
+    """Rounds on request: one JSON line in (``{"port", "streams"}``), one out."""
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return
+            order = json.loads(line)
+            result = await _client_round(order["port"], order["streams"])
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+
+    asyncio.run(serve())
+
+
+# --- coordinator ---------------------------------------------------------------------
+
+
+def _pin(core: int | None) -> Any:
+    if core is None:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {core})
+
+    return pin
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(port: int, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(
+                    b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode()
+                )
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"nothing answered on port {port} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=["mock", "client"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
+    args = parser.parse_args()
+    if args.role == "mock":
+        _use_uvloop()
+        asyncio.run(_mock_main(args.port))
+        return
+    if args.role == "client":
+        _use_uvloop()
+        _client_main()
+        return
+
+    pinned = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+    gateway_core = GATEWAY_CORE if pinned else None
+    load_core = LOAD_CORE if pinned else None
+    if pinned:
+        os.sched_setaffinity(0, {LOAD_CORE})
+    rounds = QUICK_ROUNDS if args.quick else ROUNDS
+    here = str(Path(__file__).resolve())
+    mock_port, gateway_port = _free_port(), _free_port()
+    procs: list[subprocess.Popen[str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "tokenwire.toml"
+        config.write_text(
+            "[providers.mock]\n"
+            'type = "openai"\n'
+            f'base_url = "http://127.0.0.1:{mock_port}/v1"\n\n'
+            "[models.mock]\n"
+            'provider = "mock"\n'
+        )
+        try:
+            mock = subprocess.Popen(
+                [sys.executable, here, "--role", "mock", "--port", str(mock_port)],
+                stdout=subprocess.PIPE,
+                text=True,
+                preexec_fn=_pin(load_core),
+            )
+            procs.append(mock)
+            assert mock.stdout is not None and mock.stdout.readline().strip() == "ready"
+            gateway_cmd = [
+                sys.executable,
+                "-m",
+                "tokenwire",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(gateway_port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+            ]
+            gateway = subprocess.Popen(
+                gateway_cmd,
+                stdout=subprocess.DEVNULL,
+                text=True,
+                preexec_fn=_pin(gateway_core),
+                cwd=tmp,
+            )
+            procs.append(gateway)
+            _wait_http(gateway_port, "/healthz")
+            client = subprocess.Popen(
+                [sys.executable, here, "--role", "client"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                preexec_fn=_pin(load_core),
+            )
+            procs.append(client)
+            assert client.stdin is not None and client.stdout is not None
+
+            def run_round(port: int, streams: int) -> dict[str, Any]:
+                assert client.stdin is not None and client.stdout is not None
+                client.stdin.write(json.dumps({"port": port, "streams": streams}) + "\n")
+                client.stdin.flush()
+                line = client.stdout.readline()
+                if not line:
+                    raise SystemExit("the client process died")
+                result: dict[str, Any] = json.loads(line)
+                return result
+
+            print(
+                f"gateway: {' '.join(['tokenwire', *gateway_cmd[3:]])}\n"
+                f"pinning: {'gateway on core 0; mock, client on core 1' if pinned else 'off'}; "
+                f"mock: {CHUNKS} chunks {PACE * 1000:.0f} ms apart; "
+                f"rounds per path: {', '.join(f'{k} streams x{v}' for k, v in rounds.items())}",
+                flush=True,
+            )
+            targets = {"direct": mock_port, "gateway": gateway_port}
+            for streams in (10, 1):  # warm-up: imports, connection pools, caches
+                for port in targets.values():
+                    run_round(port, streams)
+            collected: dict[tuple[int, str], dict[str, list[Any]]] = {}
+            began = time.monotonic()
+            for streams in LEVELS:
+                for r in range(rounds[streams]):
+                    order = ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct")
+                    for name in order:
+                        result = run_round(targets[name], streams)
+                        bucket = collected.setdefault(
+                            (streams, name), {"ttft": [], "gaps": [], "latency": [], "errors": []}
+                        )
+                        for key, values in result.items():
+                            bucket[key].extend(values)
+                        time.sleep(0.05)
+            elapsed = time.monotonic() - began
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    _report(collected, elapsed)
+
+
+def _report(collected: dict[tuple[int, str], dict[str, list[Any]]], elapsed: float) -> None:
+    print(f"\nmeasured in {elapsed:.0f} s; times in ms; added = gateway - direct\n")
+    header = f"{'streams':>7}  {'metric':<16}{'direct':>9}{'gateway':>9}{'added':>9}   samples"
+    print(header)
+    print("-" * len(header))
+    summary: dict[tuple[int, str], float] = {}
+    for streams in LEVELS:
+        direct, gateway = collected[(streams, "direct")], collected[(streams, "gateway")]
+        rows = [
+            ("TTFT p50", "ttft", 0.50),
+            ("TTFT p99", "ttft", 0.99),
+            ("gap p50", "gaps", 0.50),
+            ("gap p99", "gaps", 0.99),
+            ("chunk lat. p50", "latency", 0.50),
+            ("chunk lat. p99", "latency", 0.99),
+        ]
+        for label, key, q in rows:
+            d = _percentile(direct[key], q)
+            g = _percentile(gateway[key], q)
+            summary[(streams, label)] = g - d
+            print(
+                f"{streams:>7}  {label:<16}{d:>9.2f}{g:>9.2f}{g - d:>+9.2f}"
+                f"   {len(direct[key])}/{len(gateway[key])}"
+            )
+        bunched_d = _share_below(direct["gaps"], BUNCH_MS)
+        bunched_g = _share_below(gateway["gaps"], BUNCH_MS)
+        summary[(streams, "bunched")] = bunched_g - bunched_d
+        print(f"{streams:>7}  {'gaps < 5 ms':<16}{bunched_d:>8.2%}{bunched_g:>9.2%}")
+        errors = direct["errors"] + gateway["errors"]
+        if errors:
+            print(f"{streams:>7}  ERRORS: {len(errors)} streams failed, e.g. {errors[0]}")
+        print()
+    checks = [
+        ("1 stream: added TTFT p50 < 1 ms", summary[(1, "TTFT p50")], 1.0),
+        ("100 streams: added TTFT p99 < 10 ms", summary[(100, "TTFT p99")], 10.0),
+        ("100 streams: added gap p99 < 0.5 ms", summary[(100, "gap p99")], 0.5),
+    ]
+    print("targets:")
+    for label, value, bound in checks:
+        print(f"  {label:<40} {value:+8.2f} ms  {'ok' if value < bound else 'MISSED'}")
+    bunched = summary[(100, "bunched")]
+    print(
+        f"  {'100 streams: no chunk bunching':<40} {bunched:+8.2%} more gaps < 5 ms  "
+        f"{'ok' if bunched < 0.01 else 'MISSED'}"
+    )
+
+
+def _share_below(values: list[float], bound: float) -> float:
+    return sum(1 for v in values if v < bound) / len(values) if values else float("nan")
+
+
+if __name__ == "__main__":
+    main()
