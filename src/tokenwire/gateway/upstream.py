@@ -16,9 +16,12 @@ so that the gateway can still answer with a proper HTTP status.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx2
+import orjson
 
 from tokenwire.agent.config import ProviderConfig
 from tokenwire.agent.options import StreamOptions
@@ -27,9 +30,11 @@ from tokenwire.agent.providers._http import HTTPProvider
 from tokenwire.client import AsyncEventSource, SSEConnectionError
 from tokenwire.client._chat import stream_error
 from tokenwire.errors import StreamError
+from tokenwire.gateway.http11 import ConnectionPool, UpstreamResponse, encode_headers
 from tokenwire.llm.decode import StreamDecoder
 from tokenwire.llm.model import Delta, MessageStart, UsageDelta
 from tokenwire.llm.requests import ChatRequest, ToolResultPart
+from tokenwire.sse import SSEDecoder
 
 __all__ = ["Item", "Upstream", "make_upstream"]
 
@@ -55,18 +60,73 @@ class Upstream:
 
 
 class HTTPUpstream(Upstream):
-    """An OpenAI-compatible or Anthropic endpoint (the agent providers' HTTP layer:
-    its URL, authentication, connection pool and key scrubbing)."""
+    """An OpenAI-compatible or Anthropic endpoint (the agent providers' HTTP layer: its
+    URL, authentication and key scrubbing), read with the lean client of
+    :mod:`tokenwire.gateway.http11`, or with httpx2 when a proxy applies."""
 
     def __init__(self, provider: HTTPProvider, config: ProviderConfig) -> None:
         self.name = config.name
         self.protocol = provider.protocol
         self._provider = provider
         connect = config.timeouts.connect
-        # Reads are bounded by the route's idle/first-token deadlines, not by httpx.
+        # Reads are bounded by the route's idle/first-token deadlines, not by the client.
         self._timeout = httpx2.Timeout(connect=connect, read=None, write=connect, pool=connect)
+        url = urlsplit(provider.url)
+        self._path = url.path + (f"?{url.query}" if url.query else "")
+        self._pool: ConnectionPool | None = None
+        if not _proxied(provider.url):
+            self._pool = ConnectionPool(provider.url, connect_timeout=connect)
+        # Holds the key: built once, never logged.
+        self._headers = encode_headers(
+            {
+                **provider.request_headers(),
+                "Content-Type": "application/json",
+                "Accept": "text/event-stream",
+            }
+        )
 
     async def open(self, request: ChatRequest, *, raw: bool = False) -> AsyncIterator[Item]:
+        if self._pool is None:
+            return await self._open_httpx(request, raw)
+        body = orjson.dumps(self._provider.encode_request(request))
+        try:
+            response = await self._pool.post(self._path, self._headers, body)
+        except (OSError, TimeoutError) as exc:
+            raise StreamError.from_exception(exc) from exc
+        content_type = response.headers.get("content-type", "")
+        if response.status != 200 or not content_type.startswith("text/event-stream"):
+            try:
+                data = await response.read_body()
+            finally:
+                response.close(finished=response.read_all)
+            if response.status == 200:
+                raise StreamError(
+                    "api_error",
+                    f"upstream answered with {content_type or 'no content type'}, "
+                    "not an event stream",
+                    status=502,
+                )
+            error = StreamError.from_http_response(
+                response.status, data, response.headers, provider=self.protocol
+            )
+            raise self._provider.scrub(error)
+        return _from_first_token(self._items(response, raw))
+
+    async def _items(self, response: UpstreamResponse, raw: bool) -> AsyncGenerator[Item, None]:
+        sse = SSEDecoder()
+        decoder = StreamDecoder(self.protocol)  # type: ignore[arg-type]
+        feed = decoder.feed
+        try:
+            async for chunk in response.chunks():
+                for event in sse.feed(chunk):
+                    yield (event.encode() if raw else None), feed(event)
+                    if decoder.done:
+                        return
+            decoder.close()  # a stream cut before its end marker raises StreamError here
+        finally:
+            response.close(finished=decoder.done)
+
+    async def _open_httpx(self, request: ChatRequest, raw: bool) -> AsyncIterator[Item]:
         provider = self._provider
         source = AsyncEventSource(
             provider.url,
@@ -85,22 +145,32 @@ class HTTPUpstream(Upstream):
         except BaseException:
             await source.aclose()
             raise
-        return _from_first_token(self._items(source, raw))
+        return _from_first_token(self._httpx_items(source, raw))
 
-    async def _items(self, source: AsyncEventSource, raw: bool) -> AsyncGenerator[Item, None]:
+    async def _httpx_items(self, source: AsyncEventSource, raw: bool) -> AsyncGenerator[Item, None]:
         decoder = StreamDecoder(self.protocol)  # type: ignore[arg-type]
         try:
             async for event in source:
-                deltas = decoder.feed(event)
-                yield (event.encode() if raw else None), deltas
+                yield (event.encode() if raw else None), decoder.feed(event)
                 if decoder.done:
                     return
-            decoder.close()  # a stream cut before its end marker raises StreamError here
+            decoder.close()
         finally:
             await source.aclose()
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         await self._provider.aclose()
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment routes ``url`` through a proxy (HTTP(S)_PROXY, NO_PROXY)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 class DemoUpstream(Upstream):
