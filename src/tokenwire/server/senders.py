@@ -20,7 +20,7 @@ import contextlib
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import orjson
 
@@ -252,11 +252,8 @@ class _Sender:
         return False
 
 
-class EventSender(_Sender):
-    """Plain events (anything :class:`EventStreamResponse` takes) from a producer.
-
-    >>> sender, response = EventSender.create(buffer_size=100)
-    """
+class _PlainSender(_Sender):
+    """Senders whose stream has no protocol envelope (no id, model or start event)."""
 
     __slots__ = ()
 
@@ -269,7 +266,7 @@ class EventSender(_Sender):
         send_timeout: float | None = 30.0,
         headers: Mapping[str, str] | None = None,
         on_disconnect: OnDisconnect | None = None,
-    ) -> tuple[EventSender, EventStreamResponse]:
+    ) -> tuple[Self, EventStreamResponse]:
         """A sender and the response to return; ``buffer_size`` bounds queued events."""
         channel, response = cls._make(
             buffer_size,
@@ -280,6 +277,21 @@ class EventSender(_Sender):
             on_disconnect=on_disconnect,
         )
         return cls(channel, response), response
+
+    async def send_finish(self) -> None:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    async def _default_finish(self) -> None:
+        await self.send_finish()
+
+
+class EventSender(_PlainSender):
+    """Plain events (anything :class:`EventStreamResponse` takes) from a producer.
+
+    >>> sender, response = EventSender.create(buffer_size=100)
+    """
+
+    __slots__ = ()
 
     async def send(self, item: object) -> None:
         """Queue one event (see :func:`tokenwire.server.response.encode_item`; invalid
@@ -293,36 +305,12 @@ class EventSender(_Sender):
         self._ended = True
         self._channel.end()
 
-    async def _default_finish(self) -> None:
-        await self.send_finish()
 
-
-class ChunkSender(_Sender):
+class ChunkSender(_PlainSender):
     """The simple browser format: ``data: {"chunk": "..."}`` per piece of text, then
     ``data: [DONE]``. Errors are ``event: error`` events (generic format)."""
 
     __slots__ = ()
-
-    @classmethod
-    def create(
-        cls,
-        buffer_size: int = 100,
-        *,
-        ping: float | None = 15.0,
-        send_timeout: float | None = 30.0,
-        headers: Mapping[str, str] | None = None,
-        on_disconnect: OnDisconnect | None = None,
-    ) -> tuple[ChunkSender, EventStreamResponse]:
-        """A sender and the response to return; ``buffer_size`` bounds queued events."""
-        channel, response = cls._make(
-            buffer_size,
-            b"",
-            ping=ping,
-            send_timeout=send_timeout,
-            headers=headers,
-            on_disconnect=on_disconnect,
-        )
-        return cls(channel, response), response
 
     async def send(self, text: str) -> None:
         """Queue ``data: {"chunk": text}``."""
@@ -335,9 +323,6 @@ class ChunkSender(_Sender):
         """Queue ``data: [DONE]`` and end the stream."""
         self._check()
         await self._finish_with(_DONE)
-
-    async def _default_finish(self) -> None:
-        await self.send_finish()
 
 
 class OpenAISender(_Sender):
