@@ -24,6 +24,10 @@ api_keys_env = "TOKENWIRE_API_KEYS"  # comma-separated keys; unset = no authenti
 cors_origins = ["http://localhost:5173"]
 max_request_bytes = 1048576
 ping = 15                            # heartbeat interval, seconds
+resume = "redis://localhost:6379/0"  # resumable streams: "memory" or a Redis URL; unset = off
+resume_grace = 30                    # seconds a reply goes on after its client left
+resume_expiry = 600                  # seconds a stream is kept after its last event
+resume_fallback = false              # Redis unreachable: stream without resume (else 503)
 ```
 
 A gateway also accepts ``PROVIDER/MODEL`` (e.g. ``openai/gpt-4o``) for any provider,
@@ -152,12 +156,23 @@ class ModelRoute:
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The ``[gateway]`` table. ``api_keys_env`` names the variable holding the
-    comma-separated keys clients must present; ``None`` means no authentication."""
+    comma-separated keys clients must present; ``None`` means no authentication.
+
+    ``resume`` turns on resumable streams (:mod:`tokenwire.resume`): ``"memory"`` (one
+    process) or a Redis URL (shared by every process using it); ``resume_grace`` is how
+    long a reply keeps being generated after its client left, ``resume_expiry`` how long
+    a stream stays in the log, and ``resume_fallback`` whether to stream without resume
+    (instead of answering 503) while Redis is unreachable."""
 
     api_keys_env: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 1024 * 1024
     ping: float = 15.0
+    # Resumable streams (tokenwire.resume): None = off, "memory", or a redis:// URL.
+    resume: str | None = None
+    resume_grace: float = 30.0
+    resume_expiry: float = 600.0
+    resume_fallback: bool = False
 
     def api_keys(self) -> frozenset[str]:
         """The accepted keys. Raises :class:`ConfigError` naming the variable if it is
@@ -250,7 +265,17 @@ _EXTRA_KEYS: dict[str, set[str]] = {
 }
 _AGENT_KEYS = {"provider", "model", "system", "options"}
 _MODEL_KEYS = {"provider", "model", "timeouts"}
-_GATEWAY_KEYS = {"api_keys_env", "cors_origins", "max_request_bytes", "ping"}
+_GATEWAY_KEYS = {
+    "api_keys_env",
+    "cors_origins",
+    "max_request_bytes",
+    "ping",
+    "resume",
+    "resume_grace",
+    "resume_expiry",
+    "resume_fallback",
+}
+_RESUME_SCHEMES = ("redis://", "rediss://", "unix://")
 _BUILTIN_MODELS = {"demo": ModelRoute("demo", "demo", "demo")}
 _DEFAULT_GATEWAY = GatewayConfig()
 _TIMEOUT_KEYS = {"first_token", "idle", "total", "connect"}
@@ -438,11 +463,28 @@ def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:
     ping = _seconds(table, "ping", place)
     if ping is not None and ping <= 0:
         raise ConfigError(f"{place}: ping must be a number of seconds > 0")
+    resume = _string(table, "resume", place)
+    if resume is not None and resume != "memory" and not resume.startswith(_RESUME_SCHEMES):
+        raise ConfigError(
+            f'{place}: resume must be "memory" or a redis://, rediss:// or unix:// URL, '
+            f"not {resume[:100]!r}"
+        )
+    grace = _seconds(table, "resume_grace", place)
+    expiry = _seconds(table, "resume_expiry", place)
+    if expiry is not None and expiry <= 0:
+        raise ConfigError(f"{place}: resume_expiry must be a number of seconds > 0")
+    fallback = table.get("resume_fallback", False)
+    if not isinstance(fallback, bool):
+        raise ConfigError(f"{place}: resume_fallback must be true or false, not {fallback!r}")
     return GatewayConfig(
         api_keys_env=_string(table, "api_keys_env", place),
         cors_origins=tuple(origins),
         max_request_bytes=limit,
         ping=ping if ping is not None else _DEFAULT_GATEWAY.ping,
+        resume=resume,
+        resume_grace=grace if grace is not None else _DEFAULT_GATEWAY.resume_grace,
+        resume_expiry=expiry if expiry is not None else _DEFAULT_GATEWAY.resume_expiry,
+        resume_fallback=fallback,
     )
 
 

@@ -14,6 +14,14 @@ Failures before the upstream answered get the HTTP status and error body of the
 client's protocol; failures after it, a protocol-correct error event. An upstream
 Anthropic stream cut off before ``message_stop`` gets an error event too. When the
 client goes away, the relay is closed, which closes the upstream response at once.
+
+With ``[gateway] resume`` set (``"memory"`` or a Redis URL), streams are resumable
+(:mod:`tokenwire.resume`) on ``/v1/chat/completions``, ``/v1/messages`` and
+``/chat/stream``: every event has an id ``<stream id>-<seq>`` (the stream id is in the
+``x-tokenwire-stream-id`` header), a request carrying ``Last-Event-ID`` (or
+``?last_event_id=``) replays what followed and goes on live, from any gateway process
+sharing the log, and a reply keeps being generated for ``resume_grace`` seconds after
+its client left. ``DELETE /v1/streams/{id}`` stops a stream wherever it runs.
 """
 
 from __future__ import annotations
@@ -30,12 +38,11 @@ from importlib import resources
 from typing import Any, Literal
 
 import orjson
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp
 
 from tokenwire.agent import Agent
 from tokenwire.agent.config import Config, ConfigError, Timeouts, load_config
@@ -58,6 +65,7 @@ from tokenwire.llm.model import (
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
 from tokenwire.llm.requests import ChatRequest, RequestError, from_anthropic, from_openai
 from tokenwire.llm.responses import anthropic_message, openai_completion
+from tokenwire.resume import LogUnavailable, Producer, ResumableStreams, last_event_id
 from tokenwire.server import EventStreamResponse
 from tokenwire.sse import ServerSentEvent
 
@@ -68,6 +76,7 @@ access_log = logging.getLogger("tokenwire.gateway.access")
 
 _CONTENT = (TextDelta, ToolCallDelta, ReasoningDelta, RefusalDelta)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_RETRY_MS = 1000  # the reconnection delay resumable browser streams ask for
 _GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 
 
@@ -269,6 +278,15 @@ class Gateway:
         self._upstreams: dict[str, Upstream] = {}
         self._agents: dict[str, Agent] = {}
         self._page: bytes | None = None
+        settings = config.gateway
+        self.streams: ResumableStreams | None = None
+        if settings.resume is not None:
+            self.streams = ResumableStreams(
+                settings.resume,
+                grace=settings.resume_grace,
+                ping=settings.ping,
+                expiry=settings.resume_expiry,
+            )
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -341,8 +359,68 @@ class Gateway:
         )
 
     async def aclose(self) -> None:
+        if self.streams is not None:
+            await self.streams.aclose()
         for upstream in self._upstreams.values():
             await upstream.aclose()
+
+    # -- resumable streams ------------------------------------------------------------------
+
+    async def _producer(
+        self, stream_id: str, protocol: Protocol | Literal["generic"]
+    ) -> Producer | None:
+        """A resumable stream to produce into, or None: resume is off, or the log is
+        unreachable and ``resume_fallback`` is on. Raises LogUnavailable otherwise."""
+        streams = self.streams
+        if streams is None:
+            return None
+        try:
+            return await streams.create(stream_id, protocol=protocol)
+        except LogUnavailable:
+            if self.config.gateway.resume_fallback:
+                return None
+            raise
+
+    async def _resume(
+        self, request: Request, event_id: str, protocol: Protocol | Literal["generic"]
+    ) -> Response:
+        """Answer a reconnect: the events after ``event_id``, then the live stream."""
+        record = _Record(self.metrics, request.scope["path"])
+        record.outcome = "resume"
+        assert self.streams is not None
+        try:
+            self._authenticate(request, allow_query=protocol == "generic")
+            response = await self.streams.resume(
+                event_id, protocol=protocol, retry=_RETRY_MS if protocol == "generic" else None
+            )
+        except StreamError as err:
+            record.fail(err, err.http_status(protocol))
+            record.finish()
+            return self._error_response(err, protocol)
+        record.status = response.status_code
+        record.finish()
+        return response
+
+    async def cancel_stream(self, request: Request) -> Response:
+        """``DELETE /v1/streams/{id}``: stop a resumable stream wherever it runs."""
+        protocol: Protocol = "anthropic" if _is_anthropic(request) else "openai"
+        stream_id = request.path_params["stream_id"]
+        try:
+            self._authenticate(request)
+            if self.streams is None:
+                raise StreamError(
+                    "not_found",
+                    "resumable streams are off on this gateway ([gateway] resume)",
+                    status=404,
+                )
+            try:
+                status = await self.streams.cancel(stream_id)
+            except ValueError as exc:
+                raise StreamError("invalid_request", str(exc), status=400) from None
+        except StreamError as err:
+            return self._error_response(err, protocol)
+        body = {"id": stream_id, "object": "stream", "status": status}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     # -- the two chat endpoints ----------------------------------------------------------
 
@@ -353,7 +431,12 @@ class Gateway:
         return await self._chat(request, "anthropic")
 
     async def _chat(self, request: Request, protocol: Protocol) -> Response:
-        record = _Record(self.metrics, request.url.path)
+        if self.streams is not None:
+            resume_from = last_event_id(request)
+            if resume_from is not None:
+                return await self._resume(request, resume_from, protocol)
+        record = _Record(self.metrics, request.scope["path"])
+        producer: Producer | None = None
         try:
             self._authenticate(request)
             body = await self._read_json(request)
@@ -374,8 +457,12 @@ class Gateway:
                 # Translation needs usage from the upstream; pass-through asks as the client did.
                 include_usage=chat.include_usage or not passthrough or not chat.stream,
             )
+            if chat.stream:
+                producer = await self._producer(record.id, protocol)
             items = await upstream.open(outgoing, raw=passthrough and chat.stream)
         except StreamError as err:
+            if producer is not None:
+                await producer.discard()
             status = err.http_status(protocol)
             record.fail(err, status)
             record.finish()
@@ -383,8 +470,13 @@ class Gateway:
         if not chat.stream:
             return await self._whole(items, chat, protocol, upstream, timeouts, record)
         writer = _Writer(protocol, upstream, include_usage=chat.include_usage)
+        relay = self._relay(items, writer, timeouts, record)
+        if producer is not None:
+            assert self.streams is not None
+            producer.start(relay)
+            return self.streams.response(producer.reader(0), producer.id, protocol=protocol)
         return EventStreamResponse(
-            self._relay(items, writer, timeouts, record),
+            relay,
             ping=self.config.gateway.ping,
             headers={"x-tokenwire-stream-id": record.id},
         )
@@ -512,8 +604,13 @@ class Gateway:
 
     async def chat_stream(self, request: Request) -> Response:
         """The seed's browser format: ``data: {"chunk": ...}`` events, then ``[DONE]``."""
+        if self.streams is not None:
+            resume_from = last_event_id(request)
+            if resume_from is not None:
+                return await self._resume(request, resume_from, "generic")
         record = _Record(self.metrics, "/chat/stream")
         params = request.query_params
+        producer: Producer | None = None
         try:
             self._authenticate(request, allow_query=True)
             message = params.get("message", "")
@@ -524,13 +621,20 @@ class Gateway:
             record.model = params.get("agent") or "assistant"
             agent = self._agent(record.model)
             record.upstream = agent.provider.name
+            producer = await self._producer(record.id, "generic")
         except StreamError as err:
             record.fail(err, err.http_status())
             record.finish()
             return self._error_response(err, "generic")
-        return EventStreamResponse(
-            self._chunks(agent, message, record), ping=self.config.gateway.ping
-        )
+        chunks = self._chunks(agent, message, record)
+        if producer is not None:
+            assert self.streams is not None
+            producer.start(chunks)
+            # A short reconnection delay: the browser resumes soon after a drop.
+            return self.streams.response(
+                producer.reader(0), producer.id, protocol="generic", retry=_RETRY_MS
+            )
+        return EventStreamResponse(chunks, ping=self.config.gateway.ping)
 
     async def _chunks(
         self, agent: Agent, message: str, record: _Record
@@ -581,27 +685,21 @@ def _is_anthropic(request: Request) -> bool:
     return "anthropic-version" in request.headers
 
 
-def create_app(config: Config | None = None) -> Starlette:
+def create_app(config: Config | None = None) -> ASGIApp:
     """The gateway as an ASGI app. With no ``config``, :func:`~tokenwire.agent.config.
     load_config` reads ``TOKENWIRE_CONFIG`` / ``./tokenwire.toml`` (or the built-in
-    defaults: the ``demo`` model and the ``assistant`` agent)."""
+    defaults: the ``demo`` model and the ``assistant`` agent).
+
+    A bare Starlette router, without the error-handling middleware of a ``Starlette``
+    application: those wrap every ``send`` of every chunk, and errors here are answered
+    by the handlers themselves (uvicorn answers anything left with a 500)."""
     gateway = Gateway(config if config is not None else load_config())
-    middleware = []
-    if gateway.config.gateway.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(gateway.config.gateway.cors_origins),
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["*"],
-                expose_headers=["x-tokenwire-stream-id"],
-            )
-        )
     routes = [
         Route("/v1/chat/completions", gateway.openai_chat, methods=["POST"]),
         Route("/v1/messages", gateway.anthropic_messages, methods=["POST"]),
         Route("/v1/models", gateway.models, methods=["GET"]),
         Route("/v1/agents", gateway.agents, methods=["GET"]),
+        Route("/v1/streams/{stream_id}", gateway.cancel_stream, methods=["DELETE"]),
         Route("/chat/stream", gateway.chat_stream, methods=["GET"]),
         Route("/", gateway.page, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
@@ -609,10 +707,17 @@ def create_app(config: Config | None = None) -> Starlette:
     ]
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: object) -> AsyncIterator[None]:
         yield
         await gateway.aclose()
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.gateway = gateway
+    app: ASGIApp = Router(routes=routes, lifespan=lifespan)
+    if gateway.config.gateway.cors_origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=list(gateway.config.gateway.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["x-tokenwire-stream-id"],
+        )
     return app

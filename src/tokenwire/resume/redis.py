@@ -1,0 +1,440 @@
+"""The Redis event log: resumable streams shared by many processes (``tokenwire[redis]``).
+
+See :mod:`tokenwire.resume` for the key layout, the entry format and the failure modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from tokenwire.errors import StreamError
+from tokenwire.resume.log import (
+    CancelResult,
+    EventBuffer,
+    EventLog,
+    LogUnavailable,
+    Protocol,
+    StreamNotFound,
+    format_event_id,
+)
+
+__all__ = ["RedisEventLog"]
+
+logger = logging.getLogger("tokenwire.resume")
+
+_FAILURES = (RedisError, OSError)  # TimeoutError and ConnectionError are OSErrors
+_END = b"end"
+
+
+class RedisEventLog(EventLog):
+    """Resumable streams in Redis Streams, shared by every process using the same
+    server and ``prefix``.
+
+    - ``url``: ``redis://``, ``rediss://`` or ``unix://`` (see redis-py).
+    - ``expiry``: seconds a stream is kept after its last write (its keys expire).
+    - ``max_entries``: length cap of one stream key (``XADD MAXLEN ~``); an entry holds
+      the events one write carried (one or more).
+    - ``connect_timeout``: seconds to connect before failing with
+      :class:`~tokenwire.resume.log.LogUnavailable` (no retry loop: requests fail fast).
+    - ``liveness``: seconds after which a producer whose process stopped refreshing its
+      heartbeat is taken for dead by readers elsewhere.
+    - ``block``: seconds one blocking ``XREAD`` waits before the reader checks the
+      producer's heartbeat and the stream's existence.
+    - ``max_connections``: connections for writes and checks (more wait for one);
+      every reader tailing a stream produced elsewhere holds one more connection.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "tokenwire",
+        expiry: float = 600.0,
+        max_entries: int = 10_000,
+        connect_timeout: float = 1.0,
+        liveness: float = 3.0,
+        block: float = 1.0,
+        max_connections: int = 32,
+    ) -> None:
+        if not expiry > 0 or not liveness > 0 or not block > 0 or not connect_timeout > 0:
+            raise ValueError("expiry, liveness, block and connect_timeout must be > 0")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
+        self.url = url
+        self.prefix = prefix
+        self.expiry = expiry
+        self.max_entries = max_entries
+        self.connect_timeout = connect_timeout
+        self.liveness = liveness
+        self.block = block
+        self.node = secrets.token_hex(6)
+        # One quick retry on a fresh connection (a pooled one may be stale after a
+        # server restart); no backoff, so that an unreachable server fails fast.
+        common: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "retry": Retry(NoBackoff(), 1),
+            "decode_responses": False,
+        }
+        # Writes and checks share a bounded pool (they wait for a free connection);
+        # each blocked XREAD of a reader holds a connection of its own, from another pool.
+        self._redis: Redis = Redis(
+            connection_pool=BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=connect_timeout + 1.0,
+                socket_timeout=block + connect_timeout + 2.0,
+                **common,
+            )
+        )
+        self._read_redis: Redis = Redis.from_url(
+            url,
+            max_connections=1_000_000,
+            socket_timeout=block + connect_timeout + 2.0,
+            **common,
+        )
+        # Pub/sub waits indefinitely for messages; keepalive notices a dead peer.
+        self._sub_redis: Redis = Redis.from_url(url, socket_timeout=None, **common)
+        self._op_timeout = 2 * connect_timeout + 1.0
+        self._lock = asyncio.Lock()
+        self._connected = False
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._expire_due: dict[str, float] = {}
+        self._node_key = f"{prefix}:node:{self.node}".encode()
+        self._channel = f"{prefix}:cancel".encode()
+
+    def __repr__(self) -> str:
+        return f"RedisEventLog({self.url!r}, prefix={self.prefix!r}, node={self.node!r})"
+
+    # Keys share the {stream id} hash tag, so a stream's keys live on one cluster slot.
+    def _key(self, stream_id: str) -> str:
+        return f"{self.prefix}:s:{{{stream_id}}}"
+
+    def _unavailable(self, what: str, exc: BaseException) -> LogUnavailable:
+        detail = str(exc) or type(exc).__name__
+        return LogUnavailable(f"the resume store (Redis) is unreachable: {what}: {detail}")
+
+    async def connect(self) -> None:
+        if self._connected:
+            return
+        async with self._lock:
+            if self._connected:
+                return
+            if self._closed:
+                raise LogUnavailable("the event log is closed")
+            pubsub = self._sub_redis.pubsub()
+            try:
+                async with asyncio.timeout(self._op_timeout):
+                    await self._redis.set(self._node_key, b"1", px=self._liveness_ms)
+                    await pubsub.subscribe(self._channel)
+            except (*_FAILURES, TimeoutError) as exc:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                raise self._unavailable("connect", exc) from None
+            self._tasks = [
+                asyncio.create_task(self._heartbeat(), name="tokenwire-resume-heartbeat"),
+                asyncio.create_task(self._listen(pubsub), name="tokenwire-resume-cancel"),
+            ]
+            self._connected = True
+
+    @property
+    def _liveness_ms(self) -> int:
+        return max(1, round(self.liveness * 1000))
+
+    async def _heartbeat(self) -> None:
+        """Keep this process's node key alive: readers elsewhere take its absence for the
+        death of every producer here."""
+        interval = self.liveness / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._redis.set(self._node_key, b"1", px=self._liveness_ms)
+            except _FAILURES as exc:
+                logger.warning("resume heartbeat failed: %s", exc)
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Receive cancellation requests (stream ids) published by any process."""
+        delay = 0.1
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    delay = 0.1
+                    if message.get("type") == b"message" or message.get("type") == "message":
+                        callback = self._cancel_callback
+                        if callback is not None:
+                            callback(bytes(message["data"]).decode("ascii", "replace"))
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except Exception as exc:
+                logger.warning("resume cancel subscription lost (%s); resubscribing", exc)
+            # The subscription broke (e.g. Redis restarted): resubscribe, backing off.
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            pubsub = self._sub_redis.pubsub()
+            with contextlib.suppress(Exception):
+                await pubsub.subscribe(self._channel)
+
+    async def create(self, stream_id: str, buffer: EventBuffer, protocol: Protocol) -> None:
+        await self.connect()
+        key = self._key(stream_id)
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                created = await self._redis.set(
+                    key + ":owner", self.node, nx=True, px=round(self.expiry * 1000)
+                )
+        except (*_FAILURES, TimeoutError) as exc:
+            raise self._unavailable("create stream", exc) from None
+        if not created:
+            raise ValueError(f"stream id {stream_id!r} is already in use")
+
+    async def write(self, stream_id: str, events: list[tuple[int, bytes]], end: int | None) -> None:
+        await self.write_many([(stream_id, events, end)])
+
+    async def write_many(
+        self, batches: list[tuple[str, list[tuple[int, bytes]], int | None]]
+    ) -> None:
+        """One pipeline (one round trip): per stream one ``XADD`` of its events, the end
+        marker, and the expiry (refreshed at most once a second per stream)."""
+        pipe = self._redis.pipeline(transaction=False)
+        now = time.monotonic()
+        ttl = round(self.expiry * 1000)
+        due = self._expire_due
+        maxlen = self.max_entries
+        for stream_id, events, end in batches:
+            key = self._key(stream_id)
+            if events:
+                pipe.xadd(
+                    key,
+                    {b"%d" % seq: data for seq, data in events},
+                    id=b"%d-0" % events[-1][0],
+                    maxlen=maxlen,
+                    approximate=True,
+                )
+            if end is not None:
+                pipe.xadd(key, {_END: b"1"}, id=b"%d-1" % end, maxlen=maxlen, approximate=True)
+                due.pop(stream_id, None)
+            elif now < due.get(stream_id, 0.0):
+                continue
+            else:
+                due[stream_id] = now + 1.0
+            pipe.pexpire(key, ttl)
+            pipe.pexpire(key + ":owner", ttl)
+        await pipe.execute()
+
+    async def discard(self, stream_id: str) -> None:
+        key = self._key(stream_id)
+        self._expire_due.pop(stream_id, None)
+        with contextlib.suppress(*_FAILURES, TimeoutError):
+            async with asyncio.timeout(self._op_timeout):
+                await self._redis.delete(key, key + ":owner")
+
+    async def _state(self, stream_id: str, what: str) -> tuple[bytes, int | None, int]:
+        """The owner node, the end (last sequence number, if the stream ended) and the
+        newest stored sequence number. Raises StreamNotFound / LogUnavailable."""
+        await self.connect()
+        key = self._key(stream_id)
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.get(key + ":owner")
+                pipe.xrevrange(key, count=1)
+                owner, newest = await pipe.execute()
+        except (*_FAILURES, TimeoutError) as exc:
+            raise self._unavailable(what, exc) from None
+        if owner is None:
+            raise StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
+        end: int | None = None
+        last = 0
+        if newest:
+            entry_id, fields = newest[0]
+            last = int(entry_id.split(b"-", 1)[0])
+            if _END in fields:
+                end = last
+        return owner, end, last
+
+    async def open(
+        self, stream_id: str, after: int, protocol: Protocol
+    ) -> AsyncIterator[bytes] | None:
+        owner, end, _ = await self._state(stream_id, "open stream")
+        if end is not None:
+            if after > end:
+                raise StreamNotFound(
+                    f"event {format_event_id(stream_id, after)} does not exist "
+                    f"(the stream has {end})",
+                    code="event_not_found",
+                )
+            if after == end:
+                return None
+        # A running stream may be behind an id its client already got from the producer
+        # (the log is written just after delivery), so a later id waits for its events.
+        return _Reader(self._read(stream_id, after, owner, protocol))
+
+    async def _read(
+        self, stream_id: str, after: int, owner: bytes, protocol: Protocol
+    ) -> AsyncGenerator[bytes, None]:
+        r = self._redis
+        reader = self._read_redis
+        key = self._key(stream_id)
+        presence = key + ":reader"
+        node_key = f"{self.prefix}:node:{owner.decode()}"
+        block_ms = max(1, round(self.block * 1000))
+        presence_ms = round(max(self.liveness, 3 * self.block) * 1000)
+        start: bytes | str = f"{after}-0"
+        last = after
+        presence_due = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if now >= presence_due:
+                    # Tell the producer's grace timer that someone reads (once a second).
+                    presence_due = now + self.block
+                    await r.set(presence, b"1", px=presence_ms)
+                response: Any = await reader.xread({key: start}, count=1000, block=block_ms)
+                if not response:
+                    pipe = r.pipeline(transaction=False)
+                    pipe.exists(key + ":owner")
+                    pipe.exists(node_key)
+                    owned, alive = await pipe.execute()
+                    if not owned:
+                        yield _error(
+                            StreamNotFound(
+                                f"stream {stream_id!r} expired or was lost from the log "
+                                "(was the log restarted?)",
+                                code="stream_expired",
+                            ),
+                            protocol,
+                        )
+                        return
+                    if alive:
+                        continue
+                    # The heartbeat lapsed: read once more without blocking, in case the
+                    # end was written just before the producer's process stopped.
+                    response = await r.xread({key: start}, count=1000)
+                    if not response:
+                        yield _error(
+                            StreamError(
+                                "api_error",
+                                f"the producer of stream {stream_id!r} died (its process "
+                                f"stopped without finishing the stream); events up to "
+                                f"{format_event_id(stream_id, last)} were delivered",
+                                status=502,
+                                code="producer_died",
+                            ),
+                            protocol,
+                        )
+                        return
+            except _FAILURES as exc:
+                yield _error(self._unavailable("reading the stream", exc), protocol)
+                return
+            out: list[bytes] = []
+            for entry_id, fields in response[0][1]:
+                start = entry_id
+                for name, value in fields.items():
+                    if name == _END:
+                        if last != int(entry_id.split(b"-", 1)[0]):
+                            out.append(_gap(stream_id, last, protocol, after))
+                        yield b"".join(out)
+                        return
+                    seq = int(name)
+                    if seq <= last:
+                        continue
+                    if seq != last + 1:
+                        out.append(_gap(stream_id, last, protocol, after))
+                        yield b"".join(out)
+                        return
+                    out.append(value)
+                    last = seq
+            if out:
+                yield out[0] if len(out) == 1 else b"".join(out)
+
+    async def cancel(self, stream_id: str) -> CancelResult:
+        _, end, _ = await self._state(stream_id, "cancel stream")
+        if end is not None:
+            return "finished"
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await self._redis.publish(self._channel, stream_id)
+        except (*_FAILURES, TimeoutError) as exc:
+            raise self._unavailable("cancel stream", exc) from None
+        return "cancelled"
+
+    async def reader_elsewhere(self, stream_id: str) -> bool:
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                return bool(await self._redis.exists(self._key(stream_id) + ":reader"))
+        except (*_FAILURES, TimeoutError):
+            return False  # cannot tell: the grace period decides
+
+    async def memory_usage(self, stream_id: str) -> int:
+        """Bytes Redis uses for the stream's keys (``MEMORY USAGE``), for benchmarks."""
+        key = self._key(stream_id)
+        total = 0
+        for name in (key, key + ":owner"):
+            total += int(await self._redis.memory_usage(name, samples=0) or 0)
+        return total
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._connected:
+            self._connected = False
+            with contextlib.suppress(*_FAILURES, TimeoutError):
+                async with asyncio.timeout(self._op_timeout):
+                    await self._redis.delete(self._node_key)
+        await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()
+        await self._read_redis.aclose()
+        await self._sub_redis.aclose()
+
+
+class _Reader:
+    """An async generator of whole encoded events, marked as such for the response."""
+
+    __slots__ = ("_gen",)
+
+    _tokenwire_bytes = True
+
+    def __init__(self, gen: AsyncGenerator[bytes, None]) -> None:
+        self._gen = gen
+
+    def __aiter__(self) -> _Reader:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+
+
+def _error(err: StreamError, protocol: Protocol) -> bytes:
+    return err.to_sse_event(protocol)
+
+
+def _gap(stream_id: str, last: int, protocol: Protocol, after: int) -> bytes:
+    if last == after:
+        message = f"the events after {format_event_id(stream_id, after)} are no longer in the log"
+    else:
+        message = (
+            f"events after {format_event_id(stream_id, last)} are missing from the log "
+            "(trimmed, expired, or lost in a restart of the log)"
+        )
+    return _error(StreamNotFound(message, code="stream_expired"), protocol)
