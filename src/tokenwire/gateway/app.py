@@ -310,18 +310,15 @@ class Gateway:
 
     async def _read_json(self, request: Request) -> Any:
         limit = self.config.gateway.max_request_bytes
-        too_large = StreamError(
-            "invalid_request", f"request body is larger than {limit} bytes", status=413
-        )
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit)
             chunks.append(chunk)
         try:
             return orjson.loads(b"".join(chunks))
@@ -679,6 +676,10 @@ def _guarded(items: AsyncIterator[Item], timeouts: Timeouts) -> AsyncGenerator[I
         first_chunk_timeout=timeouts.first_token,
         idle_timeout=timeouts.idle,
     )
+
+
+def _too_large(limit: int) -> StreamError:
+    return StreamError("invalid_request", f"request body is larger than {limit} bytes", status=413)
 
 
 def _is_anthropic(request: Request) -> bool:
