@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import secrets
@@ -709,6 +710,11 @@ def create_app(config: Config | None = None) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
+        # Everything allocated at start-up (modules, configuration) lives as long as the
+        # process: keep it out of the collector's way, so that a full collection during
+        # a burst of requests does not walk it (tens of ms added to time to first token).
+        gc.collect()
+        gc.freeze()
         yield
         await gateway.aclose()
 
