@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
@@ -34,6 +35,35 @@ __all__ = ["RedisEventLog"]
 logger = logging.getLogger("tokenwire.resume")
 
 _FAILURES = (RedisError, OSError)  # TimeoutError and ConnectionError are OSErrors
+
+
+def _pack(args: list[bytes]) -> bytes:
+    """One command in RESP (the protocol's array of bulk strings)."""
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
+
+
+def _pack_xadd(key: bytes, maxlen: bytes, events: list[tuple[int, bytes]]) -> bytes:
+    """``XADD key MAXLEN ~ maxlen <last seq>-0 seq data [seq data ...]`` in RESP, one
+    formatting operation per event (this runs for every event written)."""
+    eid = b"%d-0" % events[-1][0]
+    head = b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n" % (
+        6 + 2 * len(events),
+        len(key),
+        key,
+    )
+    head += b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(maxlen), maxlen, len(eid), eid)
+    return head + b"".join(
+        [
+            b"$%d\r\n%d\r\n$%d\r\n%s\r\n" % (_digits(seq), seq, len(data), data)
+            for seq, data in events
+        ]
+    )
+
+
+def _digits(n: int) -> int:
+    return len(b"%d" % n)
+
+
 _END = b"end"
 
 
@@ -208,33 +238,51 @@ class RedisEventLog(EventLog):
     async def write_many(
         self, batches: list[tuple[str, list[tuple[int, bytes]], int | None]]
     ) -> None:
-        """One pipeline (one round trip): per stream one ``XADD`` of its events, the end
-        marker, and the expiry (refreshed at most once a second per stream)."""
-        pipe = self._redis.pipeline(transaction=False)
+        """One round trip for everything: per stream one ``XADD`` of its events, the
+        end marker, and the expiry (refreshed at most once a second per stream).
+
+        The commands are packed here and sent on one pooled connection, and the
+        replies read back without per-reply timers: redis-py's per-command packing
+        and per-reply timeouts cost more CPU than plain streaming does per event."""
         now = time.monotonic()
-        ttl = round(self.expiry * 1000)
+        ttl = b"%d" % round(self.expiry * 1000)
         due = self._expire_due
-        maxlen = self.max_entries
+        maxlen = b"%d" % self.max_entries
+        commands: list[bytes] = []
         for stream_id, events, end in batches:
-            key = self._key(stream_id)
+            key = self._key(stream_id).encode()
             if events:
-                pipe.xadd(
-                    key,
-                    {b"%d" % seq: data for seq, data in events},
-                    id=b"%d-0" % events[-1][0],
-                    maxlen=maxlen,
-                    approximate=True,
-                )
+                commands.append(_pack_xadd(key, maxlen, events))
             if end is not None:
-                pipe.xadd(key, {_END: b"1"}, id=b"%d-1" % end, maxlen=maxlen, approximate=True)
+                commands.append(
+                    _pack([b"XADD", key, b"MAXLEN", b"~", maxlen, b"%d-1" % end, _END, b"1"])
+                )
                 due.pop(stream_id, None)
             elif now < due.get(stream_id, 0.0):
                 continue
             else:
                 due[stream_id] = now + 1.0
-            pipe.pexpire(key, ttl)
-            pipe.pexpire(key + ":owner", ttl)
-        await pipe.execute()
+            commands.append(_pack([b"PEXPIRE", key, ttl]))
+            commands.append(_pack([b"PEXPIRE", key + b":owner", ttl]))
+        if not commands:
+            return
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await conn.send_packed_command(commands, check_health=False)
+                errors = []
+                for _ in commands:
+                    reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
+                    if isinstance(reply, Exception):
+                        errors.append(reply)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        if errors:
+            raise errors[0]
 
     async def discard(self, stream_id: str) -> None:
         key = self._key(stream_id)
