@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast, get_args
 
 import orjson
 
@@ -58,20 +58,7 @@ ErrorType: TypeAlias = Literal[
 ]
 Protocol: TypeAlias = Literal["generic", "openai", "anthropic"]
 
-ERROR_TYPES: frozenset[str] = frozenset(
-    (
-        "timeout",
-        "cancelled",
-        "network",
-        "rate_limit",
-        "authentication",
-        "permission",
-        "invalid_request",
-        "not_found",
-        "overloaded",
-        "api_error",
-    )
-)
+ERROR_TYPES: frozenset[str] = frozenset(get_args(ErrorType))
 """Every valid :attr:`StreamError.type`."""
 
 _PROTOCOLS = frozenset(("generic", "openai", "anthropic"))

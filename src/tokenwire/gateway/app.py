@@ -244,10 +244,6 @@ class _Writer:
         else:
             self._encoder = AnthropicEventEncoder(error_provider=error_provider)
 
-    @property
-    def passthrough(self) -> bool:
-        return self._encoder is None
-
     def write(self, raw: bytes | None, deltas: list[Delta]) -> bytes:
         encoder = self._encoder
         if encoder is None:
