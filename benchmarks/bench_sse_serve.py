@@ -10,10 +10,17 @@ Measured per implementation:
 
 - events/s on 1 stream and on 100 concurrent streams (best of ``--repeat`` runs);
   a fast client on loopback reads whole socket buffers, so unpaced writes batch up;
-- server CPU-seconds per 100k events (user + system time of the server process, from
-  ``/proc``): over the unpaced 100-stream runs, where writes batch up in the kernel,
-  and over a paced run (200 streams, one event every 20 ms each: one write per event,
-  the LLM case; best of 2);
+- server CPU-seconds per 100k events (user + system time of the server process's
+  threads, in nanoseconds from ``/proc/PID/task/*/schedstat``): over the unpaced
+  100-stream runs, where writes batch up in the kernel, and paced (200 streams, one
+  event every 20 ms each: one write per event, the LLM case). Paced figures are the
+  median of ``--paced-rounds`` rounds; every implementation's server stays up and the
+  rounds are interleaved (in a rotating order), so that a noisy spell on the shared
+  machine hits all of them alike rather than one. The ratios are per round (sse-starlette
+  and tokenwire measured back to back), and their median is reported with the range.
+  Where ``perf stat`` can count instructions, each paced round also counts the
+  server's instructions per event (user + kernel): on a shared VM, CPU time moves by
+  tens of percent between rounds for the same instructions; the count does not;
 - RSS per idle open stream: the server's resident memory with 1,000 idle streams open,
   minus before they were opened, divided by 1,000.
 
@@ -22,7 +29,7 @@ no heartbeat, timeout or disconnect handling, i.e. the floor) and ``tokenwire-se
 (an ``OpenAISender``: a producer task, a bounded channel and JSON encoding of every
 delta; unpaced, it writes whatever has queued up in one piece).
 
-Run: ``python benchmarks/bench_sse_serve.py`` (about 1-2 minutes). Linux only (/proc).
+Run: ``python benchmarks/bench_sse_serve.py`` (about 2-3 minutes). Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -33,7 +40,10 @@ import json
 import os
 import resource
 import selectors
+import shutil
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -45,7 +55,6 @@ CHUNK = (
     '"delta":{"content":" word"},"finish_reason":null}]}'
 )
 IMPLS = ["raw-asgi", "sse-starlette", "tokenwire", "tokenwire-sender"]
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- server process -------------------------------------------------------------------------
@@ -211,9 +220,16 @@ def run_idle_client(port: int, streams: int) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    """CPU time (user + system) of all the process's threads, to the nanosecond
+    (``schedstat``; the tick-based ``/proc/PID/stat`` is 10 ms coarse)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return total / 1e9
 
 
 def rss_bytes(pid: int) -> int:
@@ -286,6 +302,47 @@ def throughput(
     return best, cpu_per
 
 
+def perf_usable() -> bool:
+    """Whether ``perf stat`` can count this machine's instructions (not every VM
+    exposes the hardware counters)."""
+    if shutil.which("perf") is None:
+        return False
+    proc = subprocess.run(
+        ["perf", "stat", "-x,", "-e", "instructions", "true"], capture_output=True, text=True
+    )
+    return proc.returncode == 0 and "<not supported>" not in proc.stderr
+
+
+def paced_round(
+    server: Server, streams: int, n: int, pace: int, count: bool
+) -> tuple[float, float | None]:
+    """One paced run: server CPU-seconds per 100k events and, with ``count``, the
+    server's instructions per event (user + kernel, from ``perf stat``): a figure
+    that, unlike CPU time, other tenants of the machine do not move."""
+    perf = None
+    if count:
+        perf = subprocess.Popen(
+            ["perf", "stat", "-x,", "-e", "instructions", "-p", str(server.proc.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.2)  # attached
+    cpu0 = cpu_seconds(server.proc.pid)
+    run_client_once(server.port, streams, n, pace)
+    cpu = cpu_seconds(server.proc.pid) - cpu0
+    events = streams * n
+    if perf is None:
+        return cpu / events * 100_000, None
+    perf.send_signal(signal.SIGINT)
+    _, report = perf.communicate()
+    for line in report.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+            return cpu / events * 100_000, int(fields[0]) / events
+    return cpu / events * 100_000, None
+
+
 def idle_memory(server: Server, streams: int) -> float:
     """Bytes of server RSS per idle open stream."""
     # Warm up: open and close a batch, so one-time allocations are not counted.
@@ -321,6 +378,7 @@ def main() -> None:
     parser.add_argument("--paced-streams", type=int, default=200)
     parser.add_argument("--paced-events", type=int, default=150)
     parser.add_argument("--pace-ms", type=int, default=20)
+    parser.add_argument("--paced-rounds", type=int, default=5)
     parser.add_argument("--impls", default=",".join(IMPLS))
     args = parser.parse_args()
     if args.server:
@@ -345,34 +403,66 @@ def main() -> None:
         f"sse-starlette {getattr(sse_starlette, '__version__', '?')}, {os.cpu_count()} CPUs; "
         "server on CPU 0, client on CPU 1"
     )
+    impls = args.impls.split(",")
+    servers: dict[str, Server] = {}
     rows: dict[str, dict[str, float]] = {}
-    for impl in args.impls.split(","):
-        server = Server(impl)
-        try:
+    paced: dict[str, list[float]] = {impl: [] for impl in impls}
+    instructions: dict[str, list[float]] = {impl: [] for impl in impls}
+    try:
+        for impl in impls:
+            servers[impl] = server = Server(impl)
             idle = idle_memory(server, args.idle_streams)
             one, _ = throughput(server, 1, args.one, args.repeat)
             many, cpu = throughput(server, 100, args.many, args.repeat)
-            _, paced = throughput(server, args.paced_streams, args.paced_events, 2, args.pace_ms)
-        finally:
+            rows[impl] = {"one": one, "many": many, "cpu": cpu, "idle": idle}
+            print(
+                f"{impl:16} 1 stream {one:>9,.0f} ev/s | 100 streams {many:>9,.0f} ev/s | "
+                f"CPU-s/100k ev unpaced {cpu:5.2f} | {idle / 1024:5.1f} KiB/idle stream",
+                flush=True,
+            )
+        count = perf_usable()
+        for r in range(args.paced_rounds):
+            shift = r % len(impls)
+            for impl in impls[shift:] + impls[:shift]:
+                cpu, ins = paced_round(
+                    servers[impl], args.paced_streams, args.paced_events, args.pace_ms, count
+                )
+                paced[impl].append(cpu)
+                if ins is not None:
+                    instructions[impl].append(ins)
+    finally:
+        for server in servers.values():
             server.close()
-        rows[impl] = {"one": one, "many": many, "cpu": cpu, "paced": paced, "idle": idle}
-        print(
-            f"{impl:16} 1 stream {one:>9,.0f} ev/s | 100 streams {many:>9,.0f} ev/s | "
-            f"CPU-s/100k ev: unpaced {cpu:5.2f}, paced {paced:5.2f} | "
-            f"{idle / 1024:5.1f} KiB/idle stream",
-            flush=True,
-        )
+    print(
+        f"paced ({args.paced_streams} streams, one event every {args.pace_ms} ms each), "
+        f"CPU-s per 100k events, median of {args.paced_rounds} interleaved rounds [range]:"
+    )
+    for impl in impls:
+        runs = paced[impl]
+        rows[impl]["paced"] = statistics.median(runs)
+        line = f"  {impl:16} {rows[impl]['paced']:5.2f} [{min(runs):.2f}-{max(runs):.2f}]"
+        if instructions[impl]:
+            rows[impl]["ins"] = statistics.median(instructions[impl])
+            line += f" | {rows[impl]['ins']:8,.0f} instructions per event (perf stat)"
+        print(line)
     base = rows.get("sse-starlette")
     if base:
         for impl, row in rows.items():
             if impl in ("sse-starlette", "raw-asgi"):
                 continue
+            ratios = [b / t for b, t in zip(paced["sse-starlette"], paced[impl], strict=True)]
             print(
                 f"{impl} / sse-starlette: events/s x{row['one'] / base['one']:.2f} (1 stream), "
                 f"x{row['many'] / base['many']:.2f} (100 streams); "
                 f"events per CPU-second x{base['cpu'] / row['cpu']:.2f} (unpaced), "
-                f"x{base['paced'] / row['paced']:.2f} (paced); "
-                f"idle memory x{row['idle'] / base['idle']:.2f}"
+                f"x{statistics.median(ratios):.2f} paced (median of the rounds' ratios; "
+                f"range {min(ratios):.2f}-{max(ratios):.2f}); "
+                + (
+                    f"x{base['ins'] / row['ins']:.2f} fewer instructions per event paced; "
+                    if "ins" in row and "ins" in base
+                    else ""
+                )
+                + f"idle memory x{row['idle'] / base['idle']:.2f}"
             )
 
 

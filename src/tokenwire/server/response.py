@@ -410,7 +410,6 @@ class EventStreamResponse(Response):
                 raise asyncio.CancelledError  # shutdown had begun before we started
             anext = iterator.__anext__
             loop_time = loop.time
-            message: Message = {"type": "http.response.body", "body": b"", "more_body": True}
             stream.active = True
             stream.send_start = loop_time()
             stream.arm()
@@ -421,16 +420,20 @@ class EventStreamResponse(Response):
                     break
                 if stream.reason is not None:  # the source swallowed our cancellation
                     raise asyncio.CancelledError
-                body = item if raw else encode_item(item)
+                # The commonest item is encoded inline: a call would cost as much again.
+                if raw:
+                    body = item
+                elif type(item) is str and "\n" not in item and "\r" not in item:
+                    body = b"data: " + item.encode() + b"\n\n"
+                else:
+                    body = encode_item(item)
                 if stream.ping_task is not None:
                     await stream.ping_task  # finish the heartbeat being written first
                 stream.send_start = loop_time()
                 stream.sending = True
-                message["body"] = body
-                await send(message)
-                stream.sending = False
                 # A fresh dict per write: servers may keep a reference to what was sent.
-                message = {"type": "http.response.body", "body": b"", "more_body": True}
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                stream.sending = False
         except asyncio.CancelledError:
             stream.active = False
             if stream.cancelled_task:
