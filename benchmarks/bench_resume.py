@@ -1,30 +1,35 @@
 """Resumable streams benchmark: plain vs resumable (memory log, Redis log), in one run.
 
-A server process (uvicorn + uvloop, this file with ``--serve``) has three routes that
-stream the same source, N events of a small JSON object:
+A server process (uvicorn + uvloop, this file with ``--serve``, pinned to CPU 0) has
+three routes that stream the same source, N events of a small JSON object:
 
 - ``/plain``: :class:`tokenwire.server.EventStreamResponse` over the source;
 - ``/memory``: :class:`tokenwire.resume.ResumableStreams` with the in-memory log;
 - ``/redis``: the same with a :class:`~tokenwire.resume.redis.RedisEventLog` on a
-  throwaway ``redis-server`` (started here, no persistence).
+  throwaway ``redis-server`` (started here, no persistence, on CPU 1 with the client).
 
-Measured, per route (rounds interleaved):
+Measured, per route (rounds interleaved, in a rotating order, after a warm-up round):
 
 - **throughput**: one stream of 20 000 events produced as fast as possible: events/s at
-  the client, and the **server's CPU time per event** (``/proc/PID/stat``; for Redis also
-  redis-server's own CPU per event, reported separately);
+  the client, and the server's CPU time per event;
 - **paced**: 50 concurrent streams of 200 events 5 ms apart (each event its own write,
   as with a real model), each event carrying its send time (``perf_counter_ns``, same
-  machine): server (and redis-server) CPU per event, delivery latency p50/p99 and the
-  difference from plain ("added");
+  machine): the **server's CPU time per event** (user + system, to the nanosecond from
+  ``/proc/PID/task/*/schedstat``) and redis-server's, delivery latency p50/p99 and the
+  difference from plain ("added"). The "x plain" ratios are taken per round (each
+  route against plain in the same round) and their median is printed with the range.
+  Where ``perf stat`` can count instructions, the paced rounds also count the
+  server's and redis-server's instructions per event: on a shared VM, CPU time
+  moves by tens of percent between rounds for the same instructions; the count
+  does not;
 - **bytes per open stream** (in this process, 200 streams of 20 events each held open):
   Python memory (tracemalloc) for memory and Redis producers, and Redis ``used_memory``.
 
-Target: Redis-backed resumable streaming costs less than 2x the server CPU per event
-of plain streaming.
+Target: Redis-backed resumable streaming costs less than 2x the CPU per event of plain
+streaming (the server's own, and with redis-server's added).
 
-Run: ``python benchmarks/bench_resume.py`` (about 30 s; ``--quick`` for fewer rounds).
-Needs ``redis-server`` on PATH (or ``--redis-server PATH``).
+Run: ``python benchmarks/bench_resume.py`` (about 1 minute; ``--quick`` for fewer
+rounds). Needs ``redis-server`` on PATH (or ``--redis-server PATH``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -57,10 +63,57 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system) of all the process's threads, to the nanosecond
+    (``schedstat``; the tick-based ``/proc/PID/stat`` is 10 ms coarse)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return total / 1e9
+
+
+def perf_usable() -> bool:
+    """Whether ``perf stat`` can count this machine's instructions."""
+    if shutil.which("perf") is None:
+        return False
+    proc = subprocess.run(
+        ["perf", "stat", "-x,", "-e", "instructions", "true"], capture_output=True, text=True
+    )
+    return proc.returncode == 0 and "<not supported>" not in proc.stderr
+
+
+class Counter:
+    """CPU time and (with ``perf``) instructions of some processes over a span."""
+
+    def __init__(self, pids: list[int], count: bool) -> None:
+        self.pids = pids
+        self.perf = [
+            subprocess.Popen(
+                ["perf", "stat", "-x,", "-e", "instructions", "-p", str(pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for pid in (pids if count else [])
+        ]
+        if self.perf:
+            time.sleep(0.2)  # attached
+        self.cpu0 = [cpu_seconds(pid) for pid in pids]
+
+    def stop(self) -> tuple[list[float], list[float | None]]:
+        cpu = [cpu_seconds(pid) - c0 for pid, c0 in zip(self.pids, self.cpu0, strict=True)]
+        instructions: list[float | None] = [None] * len(self.pids)
+        for i, proc in enumerate(self.perf):
+            proc.send_signal(signal.SIGINT)
+            _, report = proc.communicate()
+            for line in report.splitlines():
+                fields = line.split(",")
+                if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+                    instructions[i] = float(fields[0])
+        return cpu, instructions
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -201,20 +254,29 @@ async def open_streams_memory(redis_url: str) -> dict[str, float]:
     return out
 
 
+def pin(cpu: int) -> list[str]:
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "REDIS_URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(int(args.serve[0]), args.serve[1])
         return
-    rounds = 2 if args.quick else 5
+    rounds = 2 if args.quick else args.rounds
+    count = perf_usable()
     tmp = tempfile.mkdtemp(prefix="tw-bench-redis-")
     redis_port = free_port()
     redis_proc = subprocess.Popen(
         [
+            *pin(1),
             args.redis_server,
             "--port",
             str(redis_port),
@@ -229,8 +291,18 @@ def main() -> None:
     )
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), redis_url])
+    server = subprocess.Popen([*pin(0), sys.executable, __file__, "--serve", str(port), redis_url])
+    if pin(1):
+        os.sched_setaffinity(0, {1})
     base = f"http://127.0.0.1:{port}"
+    # per route: lists of per-round figures
+    rate: dict[str, list[float]] = {r: [] for r in ROUTES}
+    cpu: dict[str, list[float]] = {r: [] for r in ROUTES}  # unpaced, per event
+    pcpu: dict[str, list[float]] = {r: [] for r in ROUTES}  # paced, per event
+    prcpu: dict[str, list[float]] = {r: [] for r in ROUTES}  # redis-server, paced
+    pins: dict[str, list[float]] = {r: [] for r in ROUTES}  # instructions, paced
+    prins: dict[str, list[float]] = {r: [] for r in ROUTES}
+    lat: dict[str, list[float]] = {r: [] for r in ROUTES}
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -241,47 +313,33 @@ def main() -> None:
             except OSError:
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.05)
-        results: dict[str, dict[str, list[float]]] = {
-            r: {
-                "rate": [],
-                "cpu": [0.0],
-                "redis_cpu": [0.0],
-                "events": [0.0],
-                "lat": [],
-                "pcpu": [0.0],
-                "predis_cpu": [0.0],
-                "pevents": [0.0],
-            }
-            for r in ROUTES
-        }
-        # Warm up every route once.
+        # Warm up every route once, both ways (connections, pools, caches).
         for route in ROUTES:
             asyncio.run(fetch(f"{base}/{route}?n=2000&pace=0"))
+            asyncio.run(fetch_many(f"{base}/{route}?n=20&pace={PACE}"))
         for i in range(rounds):
-            order = ROUTES if i % 2 == 0 else ROUTES[::-1]
-            for route in order:
-                cpu0, rcpu0 = cpu_seconds(server.pid), cpu_seconds(redis_proc.pid)
-                count, _, elapsed = asyncio.run(
-                    fetch(f"{base}/{route}?n={THROUGHPUT_EVENTS}&pace=0")
-                )
+            shift = i % len(ROUTES)
+            for route in ROUTES[shift:] + ROUTES[:shift]:
+                cpu0 = cpu_seconds(server.pid)
+                n, _, elapsed = asyncio.run(fetch(f"{base}/{route}?n={THROUGHPUT_EVENTS}&pace=0"))
                 time.sleep(0.3)  # let background log writes finish (counted)
-                cpu1, rcpu1 = cpu_seconds(server.pid), cpu_seconds(redis_proc.pid)
-                assert count == THROUGHPUT_EVENTS, (route, count)
-                r = results[route]
-                r["rate"].append(count / elapsed)
-                r["cpu"][0] += cpu1 - cpu0
-                r["redis_cpu"][0] += rcpu1 - rcpu0
-                r["events"][0] += count
-                cpu0, rcpu0 = cpu_seconds(server.pid), cpu_seconds(redis_proc.pid)
+                assert n == THROUGHPUT_EVENTS, (route, n)
+                cpu[route].append((cpu_seconds(server.pid) - cpu0) / n)
+                rate[route].append(n / elapsed)
+                counter = Counter([server.pid, redis_proc.pid], count)
                 paced = asyncio.run(fetch_many(f"{base}/{route}?n={LATENCY_EVENTS}&pace={PACE}"))
                 time.sleep(0.3)
-                cpu1, rcpu1 = cpu_seconds(server.pid), cpu_seconds(redis_proc.pid)
-                for count, lat, _ in paced:
-                    assert count == LATENCY_EVENTS, (route, count)
-                    r["lat"] += lat
-                    r["pevents"][0] += count
-                r["pcpu"][0] += cpu1 - cpu0
-                r["predis_cpu"][0] += rcpu1 - rcpu0
+                (server_cpu, redis_cpu), (server_ins, redis_ins) = counter.stop()
+                events = 0
+                for n, latencies, _ in paced:
+                    assert n == LATENCY_EVENTS, (route, n)
+                    lat[route] += latencies
+                    events += n
+                pcpu[route].append(server_cpu / events)
+                prcpu[route].append(redis_cpu / events)
+                if server_ins is not None and redis_ins is not None:
+                    pins[route].append(server_ins / events)
+                    prins[route].append(redis_ins / events)
         memory = asyncio.run(open_streams_memory(redis_url))
     finally:
         server.terminate()
@@ -290,43 +348,52 @@ def main() -> None:
         redis_proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    plain = results["plain"]
-    plain_cpu = plain["cpu"][0] / plain["events"][0]
-    plain_pcpu = plain["pcpu"][0] / plain["pevents"][0]
-    plain_p50, plain_p99 = pct(plain["lat"], 0.5), pct(plain["lat"], 0.99)
+    med = statistics.median
+
+    def ratio(values: dict[str, list[float]], route: str) -> str:
+        per_round = [a / b for a, b in zip(values[route], values["plain"], strict=True)]
+        return f"{med(per_round):.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
+
     print(
-        f"throughput: one stream of {THROUGHPUT_EVENTS} events as fast as possible, {rounds} rounds"
+        f"throughput: one stream of {THROUGHPUT_EVENTS} events as fast as possible, "
+        f"{rounds} rounds (medians)"
     )
-    print(
-        f"{'route':8} {'events/s':>10} {'server CPU/event':>17} {'x plain':>8} "
-        f"{'redis-server CPU/event':>23}"
-    )
+    print(f"{'route':8} {'events/s':>10} {'server CPU/event':>17} {'x plain':>8}")
     for route in ROUTES:
-        r = results[route]
-        cpu = r["cpu"][0] / r["events"][0]
         print(
-            f"{route:8} {statistics.median(r['rate']):>10.0f} {cpu * 1e6:>14.2f} us "
-            f"{cpu / plain_cpu:>8.2f} {r['redis_cpu'][0] / r['events'][0] * 1e6:>20.2f} us"
+            f"{route:8} {med(rate[route]):>10.0f} {med(cpu[route]) * 1e6:>14.2f} us "
+            f"{med(cpu[route]) / med(cpu['plain']):>8.2f}"
         )
     print(
         f"\npaced: {LATENCY_STREAMS} concurrent streams of {LATENCY_EVENTS} events "
-        f"{PACE * 1000:g} ms apart, {rounds} rounds"
+        f"{PACE * 1000:g} ms apart, {rounds} rounds; CPU per event (medians), x plain "
+        "(median of the rounds' ratios, with their range)"
     )
+    both = {r: [a + b for a, b in zip(pcpu[r], prcpu[r], strict=True)] for r in ROUTES}
     print(
-        f"{'route':8} {'server CPU/event':>17} {'x plain':>8} {'redis CPU/ev':>13} "
-        f"{'p50':>8} {'p99':>8} {'added p50':>10} {'added p99':>10}"
+        f"{'route':8} {'server CPU':>11} {'x plain':>18} {'+redis-server':>14} "
+        f"{'x plain':>18} {'p50':>7} {'p99':>7} {'added p50':>10} {'added p99':>10}"
     )
+    plain_p50, plain_p99 = pct(lat["plain"], 0.5), pct(lat["plain"], 0.99)
     for route in ROUTES:
-        r = results[route]
-        lat = r["lat"]
-        p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
-        cpu = r["pcpu"][0] / r["pevents"][0]
+        p50, p99 = pct(lat[route], 0.5), pct(lat[route], 0.99)
         print(
-            f"{route:8} {cpu * 1e6:>14.1f} us {cpu / plain_pcpu:>8.2f} "
-            f"{r['predis_cpu'][0] / r['pevents'][0] * 1e6:>10.1f} us "
-            f"{p50 * 1e6:>5.0f} us {p99 * 1e6:>5.0f} us "
+            f"{route:8} {med(pcpu[route]) * 1e6:>8.2f} us {ratio(pcpu, route):>18} "
+            f"{med(both[route]) * 1e6:>11.2f} us {ratio(both, route):>18} "
+            f"{p50 * 1e6:>4.0f} us {p99 * 1e6:>4.0f} us "
             f"{(p50 - plain_p50) * 1e6:>7.0f} us {(p99 - plain_p99) * 1e6:>7.0f} us"
         )
+    if all(pins[r] for r in ROUTES):
+        print("\npaced, instructions per event (perf stat, user + kernel; medians)")
+        print(f"{'route':8} {'server':>9} {'x plain':>8} {'+redis-server':>14} {'x plain':>8}")
+        plain_ins = med(pins["plain"]) + med(prins["plain"])
+        for route in ROUTES:
+            own = med(pins[route])
+            total = own + med(prins[route])
+            print(
+                f"{route:8} {own:>9,.0f} {own / med(pins['plain']):>8.2f} "
+                f"{total:>14,.0f} {total / plain_ins:>8.2f}"
+            )
     print(f"\nbytes per open stream ({OPEN_STREAMS} streams of 20 events, held open)")
     print(f"  memory log, Python:          {memory['memory_python']:>8.0f}")
     print(f"  Redis log, Python (producer): {memory['redis_python']:>8.0f}")

@@ -32,8 +32,9 @@ def free_port() -> int:
 class RedisServer:
     """A throwaway ``redis-server`` (no persistence) on a free loopback port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.args = args  # more redis-server options, e.g. ("--requirepass", "...")
         self.dir = Path(tempfile.mkdtemp(prefix="tw-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -55,6 +56,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.dir),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -64,7 +66,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass

@@ -87,6 +87,12 @@ shared by any number of processes. Keys (``prefix`` default ``tokenwire``; the
 - channel ``tokenwire:cancel`` - cancellation requests (message: the stream id); each
   process keeps one subscription and stops its own producer.
 
+Writes (``SET NX``, ``XADD``, ``PEXPIRE``) are pipelined on one connection per process
+(opened on first use and again after a failure; ``rediss://`` uses redis-py's pool).
+A write that gets no reply within ``2 x connect_timeout + 1`` seconds drops that
+connection and fails: the batch is logged as lost (readers elsewhere report the gap),
+and a stream being created fails with ``resume_store_unavailable``.
+
 A reader elsewhere tails the stream with blocking ``XREAD`` (``block``, 1 s, per call;
 replay and follow are the same call). Only when a blocking read times out does it
 check that the stream still exists and that its producer's heartbeat is alive: if the

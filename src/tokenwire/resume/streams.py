@@ -305,13 +305,16 @@ class Producer:
                     item = await anext()
                 except StopAsyncIteration:
                     break
+                cls = type(item)
                 if raw:
-                    chunk = item
+                    events = _split(item)
+                elif cls is str or cls is dict or cls is list:
+                    events = [encode_item(item)]  # one event, no comments: nothing to split
                 else:
-                    if type(item) is ServerSentEvent and item.id is not None:
+                    if cls is ServerSentEvent and item.id is not None:
                         item = replace(item, id=None)
-                    chunk = encode_item(item)
-                for event in _split(chunk):
+                    events = _split(encode_item(item))
+                for event in events:
                     seq += 1
                     data = b"%s%d\n%s" % (prefix, seq, event)
                     add(data)
