@@ -114,8 +114,12 @@ class EventBuffer:
             drop = len(entries) - cap
             del entries[:drop]
             self.base += drop
-        if self._waiters:
-            self._wake()
+        waiters = self._waiters
+        if waiters:  # _wake(), inlined: this runs for every event
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def close(self) -> None:
         if self.end is None:
