@@ -29,7 +29,7 @@ no heartbeat, timeout or disconnect handling, i.e. the floor) and ``tokenwire-se
 (an ``OpenAISender``: a producer task, a bounded channel and JSON encoding of every
 delta; unpaced, it writes whatever has queued up in one piece).
 
-Run: ``python benchmarks/bench_sse_serve.py`` (about 2-3 minutes). Linux only (/proc).
+Run: ``python benchmarks/bench_sse_serve.py`` (about 4 minutes). Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def main() -> None:
     parser.add_argument("--paced-streams", type=int, default=200)
     parser.add_argument("--paced-events", type=int, default=150)
     parser.add_argument("--pace-ms", type=int, default=20)
-    parser.add_argument("--paced-rounds", type=int, default=5)
+    parser.add_argument("--paced-rounds", type=int, default=11)
     parser.add_argument("--impls", default=",".join(IMPLS))
     args = parser.parse_args()
     if args.server:
