@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -47,6 +46,8 @@ import tempfile
 import time
 import tracemalloc
 from typing import Any
+
+from _proc import Counter, cpu_seconds, perf_usable, pin
 
 THROUGHPUT_EVENTS = 20_000
 LATENCY_EVENTS = 200
@@ -60,60 +61,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of all the process's threads, to the nanosecond
-    (``schedstat``; the tick-based ``/proc/PID/stat`` is 10 ms coarse)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-    return total / 1e9
-
-
-def perf_usable() -> bool:
-    """Whether ``perf stat`` can count this machine's instructions."""
-    if shutil.which("perf") is None:
-        return False
-    proc = subprocess.run(
-        ["perf", "stat", "-x,", "-e", "instructions", "true"], capture_output=True, text=True
-    )
-    return proc.returncode == 0 and "<not supported>" not in proc.stderr
-
-
-class Counter:
-    """CPU time and (with ``perf``) instructions of some processes over a span."""
-
-    def __init__(self, pids: list[int], count: bool) -> None:
-        self.pids = pids
-        self.perf = [
-            subprocess.Popen(
-                ["perf", "stat", "-x,", "-e", "instructions", "-p", str(pid)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for pid in (pids if count else [])
-        ]
-        if self.perf:
-            time.sleep(0.2)  # attached
-        self.cpu0 = [cpu_seconds(pid) for pid in pids]
-
-    def stop(self) -> tuple[list[float], list[float | None]]:
-        cpu = [cpu_seconds(pid) - c0 for pid, c0 in zip(self.pids, self.cpu0, strict=True)]
-        instructions: list[float | None] = [None] * len(self.pids)
-        for i, proc in enumerate(self.perf):
-            proc.send_signal(signal.SIGINT)
-            _, report = proc.communicate()
-            for line in report.splitlines():
-                fields = line.split(",")
-                if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
-                    instructions[i] = float(fields[0])
-        return cpu, instructions
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -252,12 +199,6 @@ async def open_streams_memory(redis_url: str) -> dict[str, float]:
         await asyncio.sleep(0.2)
         await streams.aclose()
     return out
-
-
-def pin(cpu: int) -> list[str]:
-    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
-        return []
-    return ["taskset", "-c", str(cpu)]
 
 
 def main() -> None:

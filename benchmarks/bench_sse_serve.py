@@ -40,14 +40,14 @@ import json
 import os
 import resource
 import selectors
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
+
+from _proc import Counter, cpu_seconds, perf_usable, pin
 
 CHUNK = (
     '{"id":"chatcmpl-9tXjg9DdaOfymTPDrSLfxslQEH0C2","object":"chat.completion.chunk",'
@@ -219,31 +219,12 @@ def run_idle_client(port: int, streams: int) -> None:
 # -- driver -----------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of all the process's threads, to the nanosecond
-    (``schedstat``; the tick-based ``/proc/PID/stat`` is 10 ms coarse)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-    return total / 1e9
-
-
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def pin(cpu: int) -> list[str]:
-    if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
-        return []
-    return ["taskset", "-c", str(cpu)]
 
 
 class Server:
@@ -302,45 +283,16 @@ def throughput(
     return best, cpu_per
 
 
-def perf_usable() -> bool:
-    """Whether ``perf stat`` can count this machine's instructions (not every VM
-    exposes the hardware counters)."""
-    if shutil.which("perf") is None:
-        return False
-    proc = subprocess.run(
-        ["perf", "stat", "-x,", "-e", "instructions", "true"], capture_output=True, text=True
-    )
-    return proc.returncode == 0 and "<not supported>" not in proc.stderr
-
-
 def paced_round(
     server: Server, streams: int, n: int, pace: int, count: bool
 ) -> tuple[float, float | None]:
     """One paced run: server CPU-seconds per 100k events and, with ``count``, the
-    server's instructions per event (user + kernel, from ``perf stat``): a figure
-    that, unlike CPU time, other tenants of the machine do not move."""
-    perf = None
-    if count:
-        perf = subprocess.Popen(
-            ["perf", "stat", "-x,", "-e", "instructions", "-p", str(server.proc.pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(0.2)  # attached
-    cpu0 = cpu_seconds(server.proc.pid)
+    server's instructions per event (user + kernel, from ``perf stat``)."""
+    counter = Counter([server.proc.pid], count)
     run_client_once(server.port, streams, n, pace)
-    cpu = cpu_seconds(server.proc.pid) - cpu0
+    (cpu,), (instructions,) = counter.stop()
     events = streams * n
-    if perf is None:
-        return cpu / events * 100_000, None
-    perf.send_signal(signal.SIGINT)
-    _, report = perf.communicate()
-    for line in report.splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
-            return cpu / events * 100_000, int(fields[0]) / events
-    return cpu / events * 100_000, None
+    return cpu / events * 100_000, None if instructions is None else instructions / events
 
 
 def idle_memory(server: Server, streams: int) -> float:
