@@ -88,35 +88,8 @@ class _SourceBase:
         "_state",
     )
 
-    def __init__(
-        self,
-        url: str | httpx2.URL,
-        method: str,
-        headers: Mapping[str, str] | None,
-        json: Any,
-        content: bytes | str | None,
-        last_event_id: str | None,
-        reconnect: bool,
-        max_reconnects: int | None,
-        timeout: float | httpx2.Timeout | None,
-        idle_timeout: float | None,
-        max_event_size: int,
-        backoff: Backoff,
-    ) -> None:
-        self._core = SourceCore(
-            url,
-            method,
-            headers,
-            json,
-            content,
-            last_event_id,
-            reconnect,
-            max_reconnects,
-            timeout,
-            idle_timeout,
-            max_event_size,
-            backoff,
-        )
+    def __init__(self, core: SourceCore) -> None:
+        self._core = core
         self._response: httpx2.Response | None = None
         self._state = "new"
         self._batch: list[ServerSentEvent] = []
@@ -210,18 +183,20 @@ class EventSource(_SourceBase):
         backoff: Backoff = _DEFAULT_BACKOFF,
     ) -> None:
         super().__init__(
-            url,
-            method,
-            headers,
-            json,
-            content,
-            last_event_id,
-            reconnect,
-            max_reconnects,
-            timeout,
-            idle_timeout,
-            max_event_size,
-            backoff,
+            SourceCore(
+                url,
+                method,
+                headers,
+                json,
+                content,
+                last_event_id,
+                reconnect,
+                max_reconnects,
+                timeout,
+                idle_timeout,
+                max_event_size,
+                backoff,
+            )
         )
         self._client = client if client is not None else httpx2.Client(verify=_ssl_context())
         self._own_client = client is None
@@ -411,18 +386,20 @@ class AsyncEventSource(_SourceBase):
         backoff: Backoff = _DEFAULT_BACKOFF,
     ) -> None:
         super().__init__(
-            url,
-            method,
-            headers,
-            json,
-            content,
-            last_event_id,
-            reconnect,
-            max_reconnects,
-            timeout,
-            idle_timeout,
-            max_event_size,
-            backoff,
+            SourceCore(
+                url,
+                method,
+                headers,
+                json,
+                content,
+                last_event_id,
+                reconnect,
+                max_reconnects,
+                timeout,
+                idle_timeout,
+                max_event_size,
+                backoff,
+            )
         )
         self._client = client if client is not None else httpx2.AsyncClient(verify=_ssl_context())
         self._own_client = client is None

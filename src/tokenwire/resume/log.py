@@ -114,12 +114,8 @@ class EventBuffer:
             drop = len(entries) - cap
             del entries[:drop]
             self.base += drop
-        waiters = self._waiters
-        if waiters:  # _wake(), inlined: this runs for every event
-            self._waiters = []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        if self._waiters:
+            self._wake()
 
     def close(self) -> None:
         if self.end is None:
@@ -132,11 +128,16 @@ class EventBuffer:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Wait until an event is added or the stream ends."""
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done when an event is added or the stream ends (awaiting it costs
+        one coroutine less than :meth:`wait`: readers use it for every event)."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        await waiter
+        return waiter
+
+    async def wait(self) -> None:
+        """Wait until an event is added or the stream ends."""
+        await self.waiter()
 
     def detach(self) -> None:
         self.readers -= 1
@@ -186,10 +187,7 @@ class LocalReader:
                 return entries[start] if last - pos == 1 else b"".join(entries[start:])
             if buffer.end is not None or pos >= _PAST:
                 raise StopAsyncIteration
-            # buffer.wait(), inlined: one coroutine less per event
-            waiter = asyncio.get_running_loop().create_future()
-            buffer._waiters.append(waiter)
-            await waiter
+            await buffer.waiter()
 
     async def aclose(self) -> None:
         if not self._closed:
