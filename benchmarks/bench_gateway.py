@@ -29,6 +29,11 @@ added gap p99 < 0.5 ms, with no bunching.
 
 Run: ``python benchmarks/bench_gateway.py`` (about 2 minutes; ``--quick`` for a
 shorter, noisier run). Linux (``sched_setaffinity``); elsewhere it runs unpinned.
+
+Before/after a change: ``--baseline DIR`` also runs a gateway from another checkout
+of tokenwire (``DIR/src`` first on its ``PYTHONPATH``, e.g. a ``git worktree`` of the
+previous commit), pinned like the other and interleaved in the same rounds, so both
+are measured against the same direct figures.
 """
 
 from __future__ import annotations
@@ -302,6 +307,11 @@ def main() -> None:
     parser.add_argument("--role", choices=["mock", "client"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure the gateway of another tokenwire checkout (before/after)",
+    )
     args = parser.parse_args()
     if args.role == "mock":
         _use_uvloop()
@@ -319,7 +329,7 @@ def main() -> None:
         os.sched_setaffinity(0, {LOAD_CORE})
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
     here = str(Path(__file__).resolve())
-    mock_port, gateway_port = _free_port(), _free_port()
+    mock_port, gateway_port, baseline_port = _free_port(), _free_port(), _free_port()
     procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "tokenwire.toml"
@@ -339,28 +349,40 @@ def main() -> None:
             )
             procs.append(mock)
             assert mock.stdout is not None and mock.stdout.readline().strip() == "ready"
-            gateway_cmd = [
-                sys.executable,
-                "-m",
-                "tokenwire",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(gateway_port),
-                "--workers",
-                "1",
-                "--log-level",
-                "warning",
-            ]
-            gateway = subprocess.Popen(
-                gateway_cmd,
-                stdout=subprocess.DEVNULL,
-                text=True,
-                preexec_fn=_pin(gateway_core),
-                cwd=tmp,
-            )
-            procs.append(gateway)
+
+            def start_gateway(port: int, src: str | None) -> list[str]:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "tokenwire",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--log-level",
+                    "warning",
+                ]
+                env = dict(os.environ)
+                if src is not None:
+                    env["PYTHONPATH"] = str(Path(src).resolve() / "src")
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=subprocess.DEVNULL,
+                    text=True,
+                    preexec_fn=_pin(gateway_core),
+                    cwd=tmp,
+                    env=env,
+                )
+                procs.append(proc)
+                _wait_http(port, "/healthz")
+                return cmd
+
+            gateway_cmd = start_gateway(gateway_port, None)
+            if args.baseline:
+                start_gateway(baseline_port, args.baseline)
             _wait_http(gateway_port, "/healthz")
             client = subprocess.Popen(
                 [sys.executable, here, "--role", "client"],
@@ -390,6 +412,10 @@ def main() -> None:
                 flush=True,
             )
             targets = {"direct": mock_port, "gateway": gateway_port}
+            if args.baseline:
+                targets["baseline"] = baseline_port
+                print(f"baseline: the gateway of {args.baseline}, interleaved", flush=True)
+            names = list(targets)
             for streams in (10, 1):  # warm-up: imports, connection pools, caches
                 for port in targets.values():
                     run_round(port, streams)
@@ -397,7 +423,8 @@ def main() -> None:
             began = time.monotonic()
             for streams in LEVELS:
                 for r in range(rounds[streams]):
-                    order = ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct")
+                    shift = r % len(names)
+                    order = names[shift:] + names[:shift]  # rotating, so no path is always first
                     for name in order:
                         result = run_round(targets[name], streams)
                         bucket = collected.setdefault(
@@ -416,17 +443,22 @@ def main() -> None:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    _report(collected, elapsed)
+    _report(collected, elapsed, "gateway")
+    if args.baseline:
+        print(f"\n=== baseline: the gateway of {args.baseline} (same rounds) ===")
+        _report(collected, elapsed, "baseline")
 
 
-def _report(collected: dict[tuple[int, str], dict[str, list[Any]]], elapsed: float) -> None:
+def _report(
+    collected: dict[tuple[int, str], dict[str, list[Any]]], elapsed: float, name: str
+) -> None:
     print(f"\nmeasured in {elapsed:.0f} s; times in ms; added = gateway - direct\n")
     header = f"{'streams':>7}  {'metric':<16}{'direct':>9}{'gateway':>9}{'added':>9}   samples"
     print(header)
     print("-" * len(header))
     summary: dict[tuple[int, str], float] = {}
     for streams in LEVELS:
-        direct, gateway = collected[(streams, "direct")], collected[(streams, "gateway")]
+        direct, gateway = collected[(streams, "direct")], collected[(streams, name)]
         rows = [
             ("TTFT p50", "ttft", 0.50),
             ("TTFT p99", "ttft", 0.99),

@@ -48,7 +48,7 @@ def serve(app: Any, **config: Any) -> Iterator[str]:
     sock = free_socket()
     port = sock.getsockname()[1]
     config.setdefault("log_level", "warning")
-    config.setdefault("lifespan", "off")
+    config.setdefault("lifespan", "auto")
     server = uvicorn.Server(uvicorn.Config(app, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

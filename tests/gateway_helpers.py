@@ -139,13 +139,23 @@ def upstream_app(state: Upstream) -> Starlette:
                 }
             }
             return Response(orjson.dumps(error), status_code=401, media_type="application/json")
+        deltas = script(model)
+        if model == "echo-key-stream":
+            # A careless upstream that repeats the caller's credentials in its reply.
+            key = request.headers.get("authorization") or request.headers.get("x-api-key")
+            error = {"type": "authentication_error", "message": f"bad key {key}"}
+            deltas = [
+                deltas[0],
+                TextDelta(f"your key is {key}"),
+                ErrorDelta("authentication_error", f"bad key {key}", error),
+            ]
         encoder: OpenAIChunkEncoder | AnthropicEventEncoder
         if protocol == "openai":
             include = bool((body.get("stream_options") or {}).get("include_usage"))
             encoder = OpenAIChunkEncoder(include_usage=include)
         else:
             encoder = AnthropicEventEncoder()
-        return EventStreamResponse(stream(script(model), encoder, cut=model == "cut"), ping=None)
+        return EventStreamResponse(stream(deltas, encoder, cut=model == "cut"), ping=None)
 
     async def openai_route(request: Request) -> Response:
         return await handle(request, "openai")
@@ -165,11 +175,12 @@ def gateway_config(upstream_url: str, **gateway: Any) -> dict[str, Any]:
     """A configuration routing ``oa/*`` and ``an/*`` style names to the test upstream."""
     return {
         "providers": {
-            "oa": {"type": "openai", "base_url": upstream_url + "/v1"},
+            "oa": {"type": "openai", "base_url": upstream_url + "/v1", "expose": True},
             "an": {
                 "type": "anthropic",
                 "base_url": upstream_url,
                 "api_key_env": "TW_TEST_UPSTREAM_KEY",
+                "expose": True,
             },
             "slowdemo": {"type": "demo", "time_to_first_token": 0.05, "time_per_token": 0.01},
         },

@@ -206,7 +206,8 @@ def test_model_routes_and_gateway_settings(tmp_path: Path, monkeypatch: pytest.M
     path = tmp_path / "tokenwire.toml"
     path.write_text(
         '[providers.up]\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
-        "timeouts = { first_token = 5, idle = 2 }\n"
+        'timeouts = { first_token = 5, idle = 2 }\nexpose = ["other-model"]\n'
+        '[providers.hidden]\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
         '[models."fast"]\nprovider = "up"\nmodel = "gpt-x"\ntimeouts = { idle = 1 }\n'
         '[gateway]\napi_keys_env = "TW_TEST_KEYS"\ncors_origins = ["http://a.example"]\n'
         "max_request_bytes = 1000\nping = 2.5\n"
@@ -217,6 +218,11 @@ def test_model_routes_and_gateway_settings(tmp_path: Path, monkeypatch: pytest.M
     assert (timeouts.first_token, timeouts.idle) == (5.0, 1.0)  # inherited, overridden
     provider, upstream, _ = config.route("up/other-model")
     assert (provider.name, upstream) == ("up", "other-model")
+    # PROVIDER/MODEL reaches only what a provider exposes; the error names no file path.
+    for name in ("up/third-model", "hidden/gpt-x", "openai/gpt-4o"):
+        with pytest.raises(ConfigError, match="unknown model") as caught:
+            config.route(name)
+        assert str(tmp_path) not in str(caught.value)
     assert config.route("demo")[0].type == "demo"
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
         config.route("nope")

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -369,12 +370,24 @@ def test_chat_ctrl_c_stops_cleanly_and_closes_upstream(
         )
         args = ["--agent", "slowpoke"]
     proc = start_cli("chat", "go on", *args, cwd=tmp_path)
+    printed: list[str] = []
+    assert proc.stdout is not None and proc.stderr is not None
+    reader = threading.Thread(
+        target=lambda: printed.extend(iter(lambda: proc.stdout.read(1), "")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
     try:
-        assert wait_for(lambda: app.sent >= 5, 20), "the stream did not start"
+        # Synchronize on what the client printed, not on what the server sent.
+        assert wait_for(lambda: "".join(printed).startswith("w0 w1 w2 w3 w4 "), 20), (
+            "the stream did not start"
+        )
         assert app.open == 1
         interrupted = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        reader.join(10)
+        out, err = "".join(printed), proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -392,6 +392,38 @@ async def test_trimmed_events_are_an_error_not_a_gap() -> None:
     await streams.aclose()
 
 
+async def test_the_memory_log_holds_at_most_its_byte_budget() -> None:
+    log = MemoryEventLog(max_bytes=100_000)
+    streams = ResumableStreams(log)
+    payload = "x" * 1000
+
+    async def source(n: int) -> AsyncIterator[str]:
+        for _ in range(n):
+            yield payload
+
+    finished = []
+    for i in range(5):  # 5 finished streams of ~50 KB: the oldest are forgotten
+        producer = await streams.create(f"done{i}")
+        producer.start(source(50))
+        await producer._task  # type: ignore[misc]
+        finished.append(producer.id)
+        assert log.bytes_held <= 100_000
+    with pytest.raises(StreamNotFound):
+        await streams.open("done0", 0)
+    assert await streams.open("done4", 0) is not None
+    # A running stream that nobody reads is trimmed from its oldest events.
+    producer = await streams.create("running")
+    producer.start(source(300))
+    await producer._task  # type: ignore[misc]
+    assert log.bytes_held <= 100_000
+    late = await streams.open("running", 0)
+    assert late is not None
+    events = SSEDecoder().feed(b"".join([chunk async for chunk in late]))
+    assert events[-1].event == "error" and "memory budget" in events[-1].json()["message"]
+    await streams.aclose()
+    assert log.bytes_held == 0
+
+
 async def test_redis_unreachable_fails_fast() -> None:
     streams = ResumableStreams(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5)
     started = time.monotonic()

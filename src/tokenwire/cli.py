@@ -299,6 +299,11 @@ def _serve(args: argparse.Namespace) -> int:
         "level": level,
         "propagate": False,
     }
+    # Credentials in query strings (the chat page's ?api_key=) never reach the log.
+    log_config.setdefault("filters", {})["redact"] = {
+        "()": "tokenwire.gateway.serving.RedactQuerySecrets"
+    }
+    log_config["handlers"]["access"].setdefault("filters", []).append("redact")
 
     host = args.host
     shown = f"[{host}]" if ":" in host else host
@@ -318,7 +323,10 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop" if _have("uvloop") else "auto",
-        http="httptools" if _have("httptools") else "auto",
+        # uvicorn's httptools protocol with the [gateway] limits on request heads,
+        # slow heads and open connections (uvicorn[standard] brings httptools).
+        http="tokenwire.gateway.serving:GatewayHttpProtocol",
+        timeout_keep_alive=config.gateway.keep_alive_timeout,
         log_level=args.log_level,
         log_config=log_config,
         access_log=args.access_log,

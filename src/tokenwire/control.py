@@ -46,11 +46,17 @@ def guard(
     first_chunk_timeout: float | None = None,
     idle_timeout: float | None = None,
     cancel: asyncio.Event | None = None,
+    started: float | None = None,
 ) -> AsyncGenerator[T, None]:
     """Wrap ``stream`` with deadlines and cancellation; returns an async generator.
 
-    - ``timeout``: seconds for the whole stream, counted from the first ``__anext__``.
-    - ``first_chunk_timeout``: seconds from the first ``__anext__`` to the first item.
+    - ``timeout``: seconds for the whole stream, counted from the first ``__anext__``
+      (or from ``started``).
+    - ``first_chunk_timeout``: seconds from the first ``__anext__`` (or from
+      ``started``) to the first item.
+    - ``started``: the event loop time (``loop.time()``) the two deadlines above count
+      from, when that is earlier than the first read: e.g. when the request was
+      accepted, so that the time spent waiting for the stream to open counts too.
     - ``idle_timeout``: seconds to wait for each next item (time the consumer spends
       between items does not count).
     - ``cancel``: an ``asyncio.Event``; once it is set no further item is delivered.
@@ -84,6 +90,7 @@ def guard(
         _check_timeout("first_chunk_timeout", first_chunk_timeout),
         _check_timeout("idle_timeout", idle_timeout),
     )
+    control.started = started
     return _guarded(stream, control, cancel)
 
 
@@ -113,6 +120,7 @@ class _Control:
         "loop",
         "pending",
         "received",
+        "started",
         "task",
         "total",
         "when",
@@ -132,10 +140,11 @@ class _Control:
         self.fired: str | None = None  # why we cancelled self.task
         self.pending: str | None = None  # what expired while no read was waiting
         self.received = False
+        self.started: float | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        now = loop.time()
+        now = loop.time() if self.started is None else self.started
         if self.total is not None:
             self.end = now + self.total
         if self.first is not None:

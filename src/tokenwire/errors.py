@@ -42,6 +42,7 @@ __all__ = [
     "ProviderError",
     "StreamError",
     "parse_retry_after",
+    "retry_after_from_headers",
 ]
 
 ErrorType: TypeAlias = Literal[
@@ -194,6 +195,8 @@ _DEFAULT_MESSAGE: dict[str, str] = {
 }
 
 _MAX_CAUSE_DEPTH = 8
+MAX_RETRY_AFTER = 86400.0
+"""Seconds: a longer ``Retry-After`` from an upstream is taken as a day."""
 
 
 class ClientDisconnected(Exception):
@@ -348,7 +351,7 @@ class StreamError(Exception):
         ``retry-after-ms``) header and body (a JSON error object in either provider's
         shape, other JSON, plain text, or nothing). Returns a :class:`ProviderError` when
         the body holds a provider error object."""
-        retry_after = _retry_after_from_headers(headers) if headers is not None else None
+        retry_after = retry_after_from_headers(headers) if headers is not None else None
         data: Any = body
         if isinstance(body, bytes | str):
             try:
@@ -440,7 +443,7 @@ class StreamError(Exception):
         (whole seconds, rounded up) plus ``retry-after-ms`` when ``retry_after`` is
         known (both SDKs read either)."""
         headers = [("content-type", "application/json")]
-        if self.retry_after is not None and 0 <= self.retry_after < math.inf:
+        if self.retry_after is not None and 0 <= self.retry_after <= MAX_RETRY_AFTER:
             headers.append(("retry-after", str(math.ceil(self.retry_after))))
             headers.append(("retry-after-ms", str(round(self.retry_after * 1000))))
         return headers
@@ -502,23 +505,24 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     """Seconds to wait from a ``Retry-After`` value: delay-seconds (``"120"``, also a
     decimal) or an HTTP-date (relative to ``now``, a Unix time, default the current time;
     a date in the past gives ``0.0``). Returns ``None`` for a missing, negative or
-    unparseable value."""
+    unparseable value, and at most a day (``MAX_RETRY_AFTER``) for a larger one."""
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip()[:100]
     try:
         seconds = float(value)
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return min(seconds, MAX_RETRY_AFTER) if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None  # an HTTP-date is always GMT; anything else is not one
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    wait = when.timestamp() - (time.time() if now is None else now)
+    return min(max(0.0, wait), MAX_RETRY_AFTER)
 
 
 # -- internals ------------------------------------------------------------------------
@@ -606,16 +610,19 @@ def _category(ptype: str | None, code: str | None, status: int | None, text: str
     return _text_category(text) or "api_error"
 
 
-def _retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
+def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from OpenAI's ``retry-after-ms`` or ``Retry-After`` (lower-case
+    names, as HTTP clients' header mappings look them up); ``None`` if absent or
+    unreadable, at most ``MAX_RETRY_AFTER``."""
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
-            value = float(ms) / 1000
+            value = float(ms[:100]) / 1000
         except ValueError:
             pass
         else:
             if math.isfinite(value) and value >= 0:
-                return value
+                return min(value, MAX_RETRY_AFTER)
     return parse_retry_after(headers.get("retry-after"))
 
 
@@ -664,7 +671,7 @@ def _from_sdk(exc: BaseException, mod: Any, provider: str) -> StreamError | None
     if isinstance(exc, mod.APIStatusError):
         # 200 means an in-band error event read by the anthropic SDK: no HTTP status.
         status = exc.status_code if exc.status_code >= 400 else None
-        retry_after = _retry_after_from_headers(exc.response.headers)
+        retry_after = retry_after_from_headers(exc.response.headers)
     if isinstance(body, Mapping):
         err: StreamError = StreamError.from_provider_error(
             body, provider=provider, status=status, retry_after=retry_after
@@ -720,9 +727,7 @@ def _categorize(exc: BaseException, depth: int) -> StreamError:
             category,
             str(exc) or _status_message(status, category),
             status=status,
-            retry_after=_retry_after_from_headers(headers)
-            if isinstance(headers, Mapping)
-            else None,
+            retry_after=retry_after_from_headers(headers) if isinstance(headers, Mapping) else None,
         )
     cause = exc.__cause__
     if cause is not None and depth < _MAX_CAUSE_DEPTH:

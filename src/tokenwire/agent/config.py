@@ -6,7 +6,8 @@ type = "openai"                 # "openai" | "anthropic" | "demo"
 base_url = "http://localhost:11434/v1"
 api_key_env = "LOCAL_API_KEY"   # the *name* of the variable; keys never go in the file
 headers = { "X-Team" = "docs" }
-timeouts = { first_token = 30, idle = 30, total = 600, connect = 10 }
+timeouts = { first_token = 30, idle = 30, total = 600, connect = 10 }  # 0: no limit
+expose = true                   # gateway clients may ask for local/MODEL (default false)
 
 [agents.assistant]
 provider = "local"
@@ -28,10 +29,19 @@ resume = "redis://localhost:6379/0"  # resumable streams: "memory" or a Redis UR
 resume_grace = 30                    # seconds a reply goes on after its client left
 resume_expiry = 600                  # seconds a stream is kept after its last event
 resume_fallback = false              # Redis unreachable: stream without resume (else 503)
+resume_memory_bytes = 268435456      # resumable events kept in this process, all streams
+max_reply_bytes = 33554432           # an upstream reply longer than this ends with an error
+request_timeout = 30                 # seconds for a request body to arrive
+head_timeout = 10                    # seconds for a request head to arrive (slowloris)
+keep_alive_timeout = 5               # an idle keep-alive connection is closed after this
+max_head_bytes = 65536               # a longer request head gets 431
+max_request_headers = 100            # more header lines get 431
+max_connections = 0                  # open client connections; 0 = from the fd limit
 ```
 
-A gateway also accepts ``PROVIDER/MODEL`` (e.g. ``openai/gpt-4o``) for any provider,
-and serves the model ``demo`` unless the file redefines it.
+A gateway serves the ``[models]`` routes and the model ``demo`` (unless the file
+redefines it). ``PROVIDER/MODEL`` (e.g. ``openai/gpt-4o``) reaches a provider directly
+only where it opts in: ``expose = true`` (any model) or ``expose = ["gpt-4o", ...]``.
 
 Built in, unless the file redefines them: providers ``demo``, ``openai``
 (``https://api.openai.com/v1``, key from ``OPENAI_API_KEY``) and ``anthropic``
@@ -84,12 +94,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds; ``None`` = no limit. ``first_token``: until the first chunk; ``idle``:
-    between chunks; ``total``: the whole call; ``connect``: opening the connection."""
+    """Seconds; ``None`` = no limit. ``first_token``: from the request to the first
+    chunk; ``idle``: between chunks; ``total``: the whole call, from the request;
+    ``connect``: opening the connection. The defaults are the official SDKs' read
+    timeout (10 minutes) and an hour in all, so that a silent upstream never holds a
+    request for good; set a key to 0 for no limit."""
 
-    first_token: float | None = None
-    idle: float | None = None
-    total: float | None = None
+    first_token: float | None = 600.0
+    idle: float | None = 600.0
+    total: float | None = 3600.0
     connect: float | None = 10.0
 
 
@@ -107,6 +120,14 @@ class ProviderConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     anthropic_version: str = "2023-06-01"
     demo: Mapping[str, Any] = field(default_factory=dict)
+    # Gateway clients may name this provider's models as PROVIDER/MODEL: all of them
+    # (True), only these (a tuple), or none (False, the default).
+    expose: bool | tuple[str, ...] = False
+
+    def exposes(self, model: str) -> bool:
+        """Whether gateway clients may ask for ``PROVIDER/model`` directly."""
+        expose = self.expose
+        return expose if isinstance(expose, bool) else model in expose
 
     def __repr__(self) -> str:
         return (
@@ -173,6 +194,15 @@ class GatewayConfig:
     resume_grace: float = 30.0
     resume_expiry: float = 600.0
     resume_fallback: bool = False
+    resume_memory_bytes: int = 256 * 1024 * 1024
+    # Limits (docs/production.md). 0 max_connections: derived from the fd limit.
+    max_reply_bytes: int = 32 * 1024 * 1024
+    request_timeout: float = 30.0
+    head_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_head_bytes: int = 64 * 1024
+    max_request_headers: int = 100
+    max_connections: int = 0
 
     def api_keys(self) -> frozenset[str]:
         """The accepted keys. Raises :class:`ConfigError` naming the variable if it is
@@ -208,12 +238,15 @@ class Config:
             provider = self.providers[route.provider]  # checked at load time
             return provider, route.model, route.timeouts or provider.timeouts
         name, sep, upstream = model.partition("/")
-        if sep and upstream and name in self.providers:
-            provider = self.providers[name]
-            return provider, upstream, provider.timeouts
+        direct = self.providers.get(name) if sep and upstream else None
+        if direct is not None and direct.exposes(upstream):
+            return direct, upstream, direct.timeouts
+        # Said to gateway clients: no file path, no provider names, bounded length.
+        exposed = sorted(p.name for p in self.providers.values() if p.expose)
+        hint = f", or PROVIDER/MODEL for {', '.join(exposed)}" if exposed else ""
         raise ConfigError(
-            f"unknown model {model!r}{self._where()} "
-            f"(available: {', '.join(sorted(self.models)) or 'none'}, or PROVIDER/MODEL)"
+            f"unknown model {model[:200]!r} "
+            f"(available: {', '.join(sorted(self.models)) or 'none'}{hint})"
         )
 
     def agent(self, name: str = "assistant") -> Agent:
@@ -257,7 +290,7 @@ _BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
 }
 _BUILTIN_AGENTS = {"assistant": AgentConfig("assistant", "demo", "demo")}
 
-_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts"}
+_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts", "expose"}
 _EXTRA_KEYS: dict[str, set[str]] = {
     "openai": set(),
     "anthropic": {"anthropic_version"},
@@ -274,7 +307,22 @@ _GATEWAY_KEYS = {
     "resume_grace",
     "resume_expiry",
     "resume_fallback",
+    "resume_memory_bytes",
+    "max_reply_bytes",
+    "request_timeout",
+    "head_timeout",
+    "keep_alive_timeout",
+    "max_head_bytes",
+    "max_request_headers",
+    "max_connections",
 }
+_GATEWAY_SIZES = (
+    "resume_memory_bytes",
+    "max_reply_bytes",
+    "max_head_bytes",
+    "max_request_headers",
+)
+_GATEWAY_TIMES = ("request_timeout", "head_timeout", "keep_alive_timeout")
 _RESUME_SCHEMES = ("redis://", "rediss://", "unix://")
 _BUILTIN_MODELS = {"demo": ModelRoute("demo", "demo", "demo")}
 _DEFAULT_GATEWAY = GatewayConfig()
@@ -365,6 +413,13 @@ def _seconds(table: Mapping[str, Any], key: str, place: str) -> float | None:
     return float(value)
 
 
+def _positive_int(table: Mapping[str, Any], key: str, place: str) -> int:
+    value = table.get(key, getattr(_DEFAULT_GATEWAY, key))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{place}: {key} must be a positive integer, not {value!r}")
+    return value
+
+
 def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
     place = f"{where}[providers.{name}]"
     kind = table.get("type", name if name in _TYPES else None)
@@ -402,6 +457,11 @@ def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
                 demo[key] = value
     elif ptype == "openai" and not base_url:
         raise ConfigError(f"{place}: base_url is required")
+    expose = table.get("expose", False)
+    if isinstance(expose, list) and all(isinstance(m, str) for m in expose):
+        expose = tuple(expose)
+    elif not isinstance(expose, bool):
+        raise ConfigError(f"{place}: expose must be true, false or a list of model names")
     return ProviderConfig(
         name=name,
         type=ptype,
@@ -411,16 +471,25 @@ def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
         timeouts=timeouts,
         anthropic_version=_string(table, "anthropic_version", place) or "2023-06-01",
         demo=MappingProxyType(demo),
+        expose=expose,
     )
 
 
 def _timeouts(table: Mapping[str, Any], place: str) -> Timeouts:
     _check_keys(table, _TIMEOUT_KEYS, f"{place} timeouts")
+    defaults = Timeouts()
+
+    def get(key: str) -> float | None:
+        value = _seconds(table, key, f"{place} timeouts")
+        if value is None:
+            return getattr(defaults, key)  # type: ignore[no-any-return]
+        return value or None  # 0: no limit
+
     return Timeouts(
-        first_token=_seconds(table, "first_token", f"{place} timeouts"),
-        idle=_seconds(table, "idle", f"{place} timeouts"),
-        total=_seconds(table, "total", f"{place} timeouts"),
-        connect=_seconds(table, "connect", f"{place} timeouts") or Timeouts().connect,
+        first_token=get("first_token"),
+        idle=get("idle"),
+        total=get("total"),
+        connect=get("connect") or defaults.connect,
     )
 
 
@@ -457,9 +526,18 @@ def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:
     origins = table.get("cors_origins", [])
     if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
         raise ConfigError(f"{place}: cors_origins must be a list of strings")
-    limit = table.get("max_request_bytes", _DEFAULT_GATEWAY.max_request_bytes)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"{place}: max_request_bytes must be a positive integer")
+    limit = _positive_int(table, "max_request_bytes", place)
+    sizes = {key: _positive_int(table, key, place) for key in _GATEWAY_SIZES}
+    connections = table.get("max_connections", 0)
+    if isinstance(connections, bool) or not isinstance(connections, int) or connections < 0:
+        raise ConfigError(f"{place}: max_connections must be an integer >= 0 (0: automatic)")
+    times: dict[str, float] = {}
+    for key in _GATEWAY_TIMES:
+        value = _seconds(table, key, place)
+        if value is not None:
+            if value <= 0:
+                raise ConfigError(f"{place}: {key} must be a number of seconds > 0")
+            times[key] = value
     ping = _seconds(table, "ping", place)
     if ping is not None and ping <= 0:
         raise ConfigError(f"{place}: ping must be a number of seconds > 0")
@@ -485,6 +563,9 @@ def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:
         resume_grace=grace if grace is not None else _DEFAULT_GATEWAY.resume_grace,
         resume_expiry=expiry if expiry is not None else _DEFAULT_GATEWAY.resume_expiry,
         resume_fallback=fallback,
+        max_connections=connections,
+        **sizes,
+        **times,  # type: ignore[arg-type]
     )
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import suppress
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,7 +24,7 @@ from tokenwire.client._response import (
     response_error,
 )
 from tokenwire.client._source import AsyncEventSource, EventSource
-from tokenwire.errors import StreamError
+from tokenwire.errors import StreamError, retry_after_from_headers
 from tokenwire.llm.accumulate import error_from_delta
 from tokenwire.llm.decode import Protocol, StreamDecoder
 from tokenwire.llm.model import Delta, ErrorDelta, Message
@@ -59,27 +57,8 @@ def stream_error(exc: SSEConnectionError, protocol: str | None) -> StreamError:
             {"message": exc.message}, provider=provider or "unknown", status=status
         )
     if error.retry_after is None:
-        error.retry_after = retry_after(exc.headers)
+        error.retry_after = retry_after_from_headers({k.lower(): v for k, v in exc.headers.items()})
     return error
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or OpenAI's
-    ``retry-after-ms``; ``None`` if absent or unreadable."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    value = lower.get("retry-after-ms")
-    if value is not None:
-        with suppress(ValueError):
-            return max(0.0, float(value) / 1000)
-    value = lower.get("retry-after")
-    if value is None:
-        return None
-    with suppress(ValueError):
-        return max(0.0, float(value))
-    with suppress(TypeError, ValueError):
-        when = parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    return None
 
 
 class _ChatBase:

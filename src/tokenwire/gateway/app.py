@@ -33,17 +33,17 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import replace
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, Router
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive
 
 from tokenwire.agent import Agent
 from tokenwire.agent.config import Config, ConfigError, Timeouts, load_config
@@ -66,7 +66,13 @@ from tokenwire.llm.model import (
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
 from tokenwire.llm.requests import ChatRequest, RequestError, from_anthropic, from_openai
 from tokenwire.llm.responses import anthropic_message, openai_completion
-from tokenwire.resume import LogUnavailable, Producer, ResumableStreams, last_event_id
+from tokenwire.resume import (
+    LogUnavailable,
+    Producer,
+    ResumableStreams,
+    last_event_id,
+    owner_of,
+)
 from tokenwire.server import EventStreamResponse
 from tokenwire.sse import ServerSentEvent
 
@@ -74,11 +80,18 @@ __all__ = ["Gateway", "create_app"]
 
 Protocol = Literal["openai", "anthropic"]
 access_log = logging.getLogger("tokenwire.gateway.access")
+T = TypeVar("T")
 
 _CONTENT = (TextDelta, ToolCallDelta, ReasoningDelta, RefusalDelta)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _RETRY_MS = 1000  # the reconnection delay resumable browser streams ask for
 _GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+_MAX_LABEL = 100  # characters of a client-chosen name kept in metrics and logs
+_GONE = 499  # the status logged for a request whose client left before the reply
+
+
+class _ClientLeft(Exception):
+    """The client disconnected before its reply started."""
 
 
 class GatewayMetrics:
@@ -227,12 +240,14 @@ class _Record:
 
 
 class _Writer:
-    """Upstream items -> bytes in the client's protocol (pass-through or translation)."""
+    """Upstream items -> bytes in the client's protocol (pass-through or translation),
+    with the upstream's key scrubbed from whatever it sent."""
 
-    __slots__ = ("_encoder", "_protocol")
+    __slots__ = ("_encoder", "_protocol", "_secret")
 
     def __init__(self, protocol: Protocol, upstream: Upstream, include_usage: bool) -> None:
         self._protocol = protocol
+        self._secret = upstream.secret
         self._encoder: OpenAIChunkEncoder | AnthropicEventEncoder | None
         error_provider = upstream.protocol or protocol
         if upstream.protocol == protocol:
@@ -247,10 +262,12 @@ class _Writer:
     def write(self, raw: bytes | None, deltas: list[Delta]) -> bytes:
         encoder = self._encoder
         if encoder is None:
-            return raw or b""
-        if len(deltas) == 1:
-            return encoder.encode(deltas[0])
-        return b"".join([encoder.encode(d) for d in deltas])
+            out = raw or b""
+        elif len(deltas) == 1:
+            out = encoder.encode(deltas[0])
+        else:
+            out = b"".join([encoder.encode(d) for d in deltas])
+        return _scrub(out, self._secret)
 
     def done(self) -> bytes:
         encoder = self._encoder
@@ -261,8 +278,19 @@ class _Writer:
     def error(self, err: StreamError) -> bytes:
         encoder = self._encoder
         if encoder is None:
-            return err.to_sse_event(self._protocol)
-        return b"" if encoder.ended else encoder.error(err)
+            out = err.to_sse_event(self._protocol)
+        elif encoder.ended:
+            return b""
+        else:
+            out = encoder.error(err)
+        return _scrub(out, self._secret)
+
+
+def _scrub(data: bytes, secret: bytes | None) -> bytes:
+    """``data`` without ``secret`` (an upstream's key) in it."""
+    if secret is not None and secret in data:
+        return data.replace(secret, b"***")
+    return data
 
 
 class Gateway:
@@ -271,7 +299,8 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
-        self._keys = config.gateway.api_keys()
+        # Compared as bytes: any header value (even non-ASCII) can be checked.
+        self._keys = [k.encode("utf-8", "surrogateescape") for k in config.gateway.api_keys()]
         self._upstreams: dict[str, Upstream] = {}
         self._agents: dict[str, Agent] = {}
         self._page: bytes | None = None
@@ -283,13 +312,16 @@ class Gateway:
                 grace=settings.resume_grace,
                 ping=settings.ping,
                 expiry=settings.resume_expiry,
+                max_bytes=settings.resume_memory_bytes,
             )
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _authenticate(self, request: Request, *, allow_query: bool = False) -> None:
+    def _authenticate(self, request: Request, *, allow_query: bool = False) -> str:
+        """Check the client's key; returns the owner its resumable streams are bound
+        to (``""`` without authentication)."""
         if not self._keys:
-            return
+            return ""
         headers = request.headers
         key = None
         auth = headers.get("authorization", "")
@@ -298,27 +330,35 @@ class Gateway:
         key = key or headers.get("x-api-key")
         if key is None and allow_query:
             key = request.query_params.get("api_key")
-        if key is None or not any(hmac.compare_digest(key, k) for k in self._keys):
+        given = key.encode("utf-8", "surrogateescape") if key is not None else None
+        if given is None or not any(hmac.compare_digest(given, k) for k in self._keys):
             raise StreamError(
                 "authentication",
                 "invalid or missing API key (send Authorization: Bearer KEY or x-api-key: KEY)",
                 status=401,
             )
+        return owner_of(given)
 
     async def _read_json(self, request: Request) -> Any:
-        limit = self.config.gateway.max_request_bytes
+        """The request body as JSON: at most ``max_request_bytes`` (413), within
+        ``request_timeout`` (408). Raises _ClientLeft if the client goes away."""
+        settings = self.config.gateway
+        limit = settings.max_request_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout
         try:
-            return orjson.loads(b"".join(chunks))
+            body = await _bounded(_read_body(request.receive, limit), deadline, None)
+        except _Late:
+            raise StreamError(
+                "timeout",
+                f"the request body did not arrive within {settings.request_timeout:g} s",
+                status=408,
+                code="request_timeout",
+            ) from None
+        try:
+            return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise StreamError(
                 "invalid_request", f"request body is not valid JSON: {exc}", status=400
@@ -327,8 +367,13 @@ class Gateway:
     def _upstream(self, name: str) -> Upstream:
         upstream = self._upstreams.get(name)
         if upstream is None:
+            settings = self.config.gateway
             try:
-                upstream = make_upstream(self.config.providers[name])
+                upstream = make_upstream(
+                    self.config.providers[name],
+                    max_reply_bytes=settings.max_reply_bytes,
+                    max_connections=settings.max_connections,
+                )
             except ConfigError as exc:
                 # A server-side misconfiguration (e.g. the key variable is unset).
                 raise StreamError(
@@ -345,9 +390,13 @@ class Gateway:
         return self._upstream(provider.name), upstream_model, timeouts
 
     @staticmethod
-    def _error_response(err: StreamError, protocol: Protocol | Literal["generic"]) -> Response:
+    def _error_response(
+        err: StreamError,
+        protocol: Protocol | Literal["generic"],
+        secret: bytes | None = None,
+    ) -> Response:
         return Response(
-            err.to_response_body(protocol),
+            _scrub(err.to_response_body(protocol), secret),
             status_code=err.http_status(protocol),
             headers=dict(err.response_headers()),
         )
@@ -361,7 +410,7 @@ class Gateway:
     # -- resumable streams ------------------------------------------------------------------
 
     async def _producer(
-        self, stream_id: str, protocol: Protocol | Literal["generic"]
+        self, stream_id: str, protocol: Protocol | Literal["generic"], owner: str
     ) -> Producer | None:
         """A resumable stream to produce into, or None: resume is off, or the log is
         unreachable and ``resume_fallback`` is on. Raises LogUnavailable otherwise."""
@@ -369,7 +418,7 @@ class Gateway:
         if streams is None:
             return None
         try:
-            return await streams.create(stream_id, protocol=protocol)
+            return await streams.create(stream_id, protocol=protocol, owner=owner)
         except LogUnavailable:
             if self.config.gateway.resume_fallback:
                 return None
@@ -383,9 +432,12 @@ class Gateway:
         record.outcome = "resume"
         assert self.streams is not None
         try:
-            self._authenticate(request, allow_query=protocol == "generic")
+            owner = self._authenticate(request, allow_query=protocol == "generic")
             response = await self.streams.resume(
-                event_id, protocol=protocol, retry=_RETRY_MS if protocol == "generic" else None
+                event_id,
+                protocol=protocol,
+                owner=owner,
+                retry=_RETRY_MS if protocol == "generic" else None,
             )
         except StreamError as err:
             record.fail(err, err.http_status(protocol))
@@ -400,7 +452,7 @@ class Gateway:
         protocol: Protocol = "anthropic" if _is_anthropic(request) else "openai"
         stream_id = request.path_params["stream_id"]
         try:
-            self._authenticate(request)
+            owner = self._authenticate(request)
             if self.streams is None:
                 raise StreamError(
                     "not_found",
@@ -408,7 +460,7 @@ class Gateway:
                     status=404,
                 )
             try:
-                status = await self.streams.cancel(stream_id)
+                status = await self.streams.cancel(stream_id, owner=owner)
             except ValueError as exc:
                 raise StreamError("invalid_request", str(exc), status=400) from None
         except StreamError as err:
@@ -429,10 +481,13 @@ class Gateway:
             resume_from = last_event_id(request)
             if resume_from is not None:
                 return await self._resume(request, resume_from, protocol)
+        # The route's first-token and total deadlines count from here.
+        accepted = asyncio.get_running_loop().time()
         record = _Record(self.metrics, request.scope["path"])
         producer: Producer | None = None
+        upstream: Upstream | None = None
         try:
-            self._authenticate(request)
+            owner = self._authenticate(request)
             body = await self._read_json(request)
             try:
                 chat = from_openai(body) if protocol == "openai" else from_anthropic(body)
@@ -440,8 +495,9 @@ class Gateway:
                 raise StreamError(
                     "invalid_request", str(exc), status=400, param=exc.param
                 ) from None
-            record.model = chat.model
             upstream, upstream_model, timeouts = self._route(chat.model)
+            # Only names that were routed become labels: a client cannot grow them.
+            record.model = chat.model[:_MAX_LABEL]
             record.upstream = upstream.name
             passthrough = upstream.protocol == protocol
             outgoing = replace(
@@ -451,20 +507,33 @@ class Gateway:
                 # Translation needs usage from the upstream; pass-through asks as the client did.
                 include_usage=chat.include_usage or not passthrough or not chat.stream,
             )
-            if chat.stream:
-                producer = await self._producer(record.id, protocol)
-            items = await upstream.open(outgoing, raw=passthrough and chat.stream)
+            if not chat.stream:
+                whole = self._whole(upstream, outgoing, chat, protocol, timeouts, accepted, record)
+                return await _bounded(whole, None, request.receive)
+            producer = await self._producer(record.id, protocol, owner)
+            items = await _open(
+                upstream, outgoing, passthrough, timeouts, accepted, request.receive
+            )
+        except _ClientLeft:
+            if producer is not None:
+                await producer.discard()
+            record.outcome = "disconnect"
+            record.status = _GONE
+            record.finish()
+            return Response(status_code=_GONE)  # nobody reads it
         except StreamError as err:
             if producer is not None:
                 await producer.discard()
             status = err.http_status(protocol)
             record.fail(err, status)
             record.finish()
-            return self._error_response(err, protocol)
-        if not chat.stream:
-            return await self._whole(items, chat, protocol, upstream, timeouts, record)
+            return self._error_response(err, protocol, upstream.secret if upstream else None)
+        except BaseException:
+            if producer is not None:
+                await producer.discard()
+            raise
         writer = _Writer(protocol, upstream, include_usage=chat.include_usage)
-        relay = self._relay(items, writer, timeouts, record)
+        relay = self._relay(items, writer, timeouts, accepted, record)
         if producer is not None:
             assert self.streams is not None
             producer.start(relay)
@@ -480,11 +549,12 @@ class Gateway:
         items: AsyncIterator[Item],
         writer: _Writer,
         timeouts: Timeouts,
+        accepted: float,
         record: _Record,
     ) -> AsyncGenerator[bytes, None]:
         self.metrics.active.inc()
         try:
-            async with contextlib.aclosing(_guarded(items, timeouts)) as guarded:
+            async with contextlib.aclosing(_guarded(items, timeouts, accepted)) as guarded:
                 async for raw, deltas in guarded:
                     record.observe(deltas)
                     out = writer.write(raw, deltas)
@@ -507,16 +577,20 @@ class Gateway:
 
     async def _whole(
         self,
-        items: AsyncIterator[Item],
+        upstream: Upstream,
+        outgoing: ChatRequest,
         chat: ChatRequest,
         protocol: Protocol,
-        upstream: Upstream,
         timeouts: Timeouts,
+        accepted: float,
         record: _Record,
     ) -> Response:
+        """A ``stream: false`` reply: the upstream's stream gathered into one body."""
         builder = MessageBuilder()
+        secret = upstream.secret
         try:
-            async with contextlib.aclosing(_guarded(items, timeouts)) as guarded:
+            items = await _open(upstream, outgoing, False, timeouts, accepted)
+            async with contextlib.aclosing(_guarded(items, timeouts, accepted)) as guarded:
                 async for _, deltas in guarded:
                     record.observe(deltas)
                     for delta in deltas:
@@ -526,7 +600,7 @@ class Gateway:
         except StreamError as err:
             record.fail(err, err.http_status(protocol))
             record.finish()
-            return self._error_response(err, protocol)
+            return self._error_response(err, protocol, secret)
         message = builder.message
         if protocol == "openai":
             body = openai_completion(
@@ -535,7 +609,7 @@ class Gateway:
         else:
             body = anthropic_message(message, id=message.id or f"msg_{record.id}", model=chat.model)
         record.finish()
-        return Response(orjson.dumps(body), media_type="application/json")
+        return Response(_scrub(orjson.dumps(body), secret), media_type="application/json")
 
     # -- the rest ------------------------------------------------------------------------------
 
@@ -577,10 +651,13 @@ class Gateway:
         return Response(orjson.dumps(data), media_type="application/json")
 
     async def agents(self, request: Request) -> Response:
-        data = [
-            {"id": name, "provider": spec.provider, "model": spec.model}
-            for name, spec in sorted(self.config.agents.items())
-        ]
+        """The agents ``/chat/stream`` serves, by name (their providers and models are
+        the server's business)."""
+        try:
+            self._authenticate(request, allow_query=True)
+        except StreamError as err:
+            return self._error_response(err, "generic")
+        data = [{"id": name, "object": "agent"} for name in sorted(self.config.agents)]
         return Response(orjson.dumps({"data": data}), media_type="application/json")
 
     def _agent(self, name: str) -> Agent:
@@ -590,8 +667,17 @@ class Gateway:
                 agent = self.config.agent(name)
             except ConfigError as exc:
                 if name not in self.config.agents:
-                    raise StreamError("not_found", str(exc), status=404, param="agent") from None
-                raise StreamError("api_error", str(exc), status=500) from None
+                    # Said to clients: no file path, bounded length.
+                    raise StreamError(
+                        "not_found",
+                        f"unknown agent {name[:_MAX_LABEL]!r} "
+                        f"(defined: {', '.join(sorted(self.config.agents))})",
+                        status=404,
+                        param="agent",
+                    ) from None
+                raise StreamError(
+                    "api_error", f"gateway configuration: {exc}", status=500
+                ) from None
             self._agents[name] = agent
         # A fresh history per request; the provider (and its pool) is shared.
         return agent.new_conversation()
@@ -606,16 +692,17 @@ class Gateway:
         params = request.query_params
         producer: Producer | None = None
         try:
-            self._authenticate(request, allow_query=True)
+            owner = self._authenticate(request, allow_query=True)
             message = params.get("message", "")
             if not message.strip():
                 raise StreamError(
                     "invalid_request", "the message parameter is required", status=400
                 )
-            record.model = params.get("agent") or "assistant"
-            agent = self._agent(record.model)
+            name = params.get("agent") or "assistant"
+            agent = self._agent(name)
+            record.model = name
             record.upstream = agent.provider.name
-            producer = await self._producer(record.id, "generic")
+            producer = await self._producer(record.id, "generic", owner)
         except StreamError as err:
             record.fail(err, err.http_status())
             record.finish()
@@ -666,13 +753,116 @@ class Gateway:
         )
 
 
-def _guarded(items: AsyncIterator[Item], timeouts: Timeouts) -> AsyncGenerator[Item, None]:
+def _guarded(
+    items: AsyncIterator[Item], timeouts: Timeouts, accepted: float
+) -> AsyncGenerator[Item, None]:
     return guard(
         items,
         timeout=timeouts.total,
         first_chunk_timeout=timeouts.first_token,
         idle_timeout=timeouts.idle,
+        started=accepted,
     )
+
+
+async def _open(
+    upstream: Upstream,
+    chat: ChatRequest,
+    raw: bool,
+    timeouts: Timeouts,
+    accepted: float,
+    receive: Receive | None = None,
+) -> AsyncIterator[Item]:
+    """``upstream.open``, within the route's first-token and total deadlines counted
+    from ``accepted`` (a silent upstream gets a 504, not a hung client), and, with
+    ``receive``, only while the client is there."""
+    deadlines = ((timeouts.first_token, "first_chunk_timeout"), (timeouts.total, "timeout"))
+    limits = [
+        (accepted + seconds, seconds, code) for seconds, code in deadlines if seconds is not None
+    ]
+    when, seconds, code = min(limits) if limits else (None, 0.0, "")
+    try:
+        return await _bounded(upstream.open(chat, raw=raw), when, receive)
+    except _Late:
+        raise StreamError(
+            "timeout",
+            f"The upstream sent no response within {seconds:g} s ({code}).",
+            status=504,
+            code=code,
+        ) from None
+
+
+class _Late(Exception):
+    """The deadline of _bounded passed."""
+
+
+async def _bounded(awaitable: Awaitable[T], deadline: float | None, receive: Receive | None) -> T:
+    """Await ``awaitable`` in this task; if the event loop time ``deadline`` passes first
+    raise _Late, and if the client (its request body already read: ``receive`` only
+    reports the disconnect then) leaves first raise _ClientLeft. Either way
+    ``awaitable`` is cancelled at once, which closes an upstream request in flight.
+
+    One timer and one watcher task: asyncio.timeout and asyncio.wait would cost more
+    per request, and this runs for every request."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    why: list[type[Exception]] = []  # set once, by whichever comes first
+
+    def stop(reason: type[Exception]) -> None:
+        if not why:
+            why.append(reason)
+            task.cancel()
+
+    def gone(watch: asyncio.Task[None]) -> None:
+        if not watch.cancelled() and watch.exception() is None:
+            stop(_ClientLeft)
+
+    timer = loop.call_at(deadline, stop, _Late) if deadline is not None else None
+    watch = None
+    if receive is not None:
+        watch = loop.create_task(_disconnected(receive))
+        watch.add_done_callback(gone)
+    try:
+        result = await awaitable
+    except asyncio.CancelledError:
+        if why and task.uncancel() == 0:
+            raise why[0] from None
+        raise
+    finally:
+        stopped = bool(why)
+        why.append(Exception)  # too late now: a callback still queued does nothing
+        if timer is not None:
+            timer.cancel()
+        if watch is not None:
+            watch.cancel()
+    if stopped:
+        task.uncancel()  # ``awaitable`` swallowed our cancellation and finished anyway
+    return result
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The request body from the ASGI ``receive`` (at most ``limit`` bytes, else 413;
+    _ClientLeft if the client goes away first)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientLeft
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has disconnected."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _too_large(limit: int) -> StreamError:

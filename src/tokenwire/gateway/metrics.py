@@ -3,6 +3,10 @@
 Small on purpose: counters, gauges and histograms with labels, kept in dicts and
 updated from the event loop thread only (so no locks). Per-chunk updates are a dict
 lookup and an add.
+
+Every metric holds at most ``max_series`` label sets (default 1,000); observations for
+further label sets are counted under the label value ``"other"``, so that names chosen
+by clients cannot grow memory or ``/metrics`` without bound.
 """
 
 from __future__ import annotations
@@ -36,13 +40,21 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+MAX_SERIES = 1000
+OTHER = "other"
+
+
 class _Metric:
     kind = ""
 
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, help: str, labels: Sequence[str] = (), *, max_series: int = MAX_SERIES
+    ) -> None:
         self.name = name
         self.help = help
         self.label_names = tuple(labels)
+        self.max_series = max_series
+        self.overflow: Labels = (OTHER,) * len(self.label_names)
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
@@ -56,12 +68,20 @@ class Counter(_Metric):
 
     kind = "counter"
 
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help, labels)
+    def __init__(
+        self, name: str, help: str, labels: Sequence[str] = (), *, max_series: int = MAX_SERIES
+    ) -> None:
+        super().__init__(name, help, labels, max_series=max_series)
         self.values: dict[Labels, float] = {}
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
+        values = self.values
+        current = values.get(labels)
+        if current is None:
+            if len(values) >= self.max_series:
+                labels = self.overflow
+            current = values.get(labels, 0.0)
+        values[labels] = current + amount
 
     def get(self, *labels: str) -> float:
         return self.values.get(labels, 0.0)
@@ -96,9 +116,15 @@ class Histogram(_Metric):
     kind = "histogram"
 
     def __init__(
-        self, name: str, help: str, buckets: Sequence[float], labels: Sequence[str] = ()
+        self,
+        name: str,
+        help: str,
+        buckets: Sequence[float],
+        labels: Sequence[str] = (),
+        *,
+        max_series: int = MAX_SERIES,
     ) -> None:
-        super().__init__(name, help, labels)
+        super().__init__(name, help, labels, max_series=max_series)
         self.bounds = sorted(buckets)
         # per label set: [count per bucket (non-cumulative, + overflow)], sum, count
         self.data: dict[Labels, tuple[list[int], list[float]]] = {}
@@ -106,7 +132,11 @@ class Histogram(_Metric):
     def observe(self, value: float, *labels: str) -> None:
         entry = self.data.get(labels)
         if entry is None:
-            entry = self.data[labels] = ([0] * (len(self.bounds) + 1), [0.0, 0.0])
+            if len(self.data) >= self.max_series:
+                labels = self.overflow
+                entry = self.data.get(labels)
+            if entry is None:
+                entry = self.data[labels] = ([0] * (len(self.bounds) + 1), [0.0, 0.0])
         entry[0][bisect.bisect_left(self.bounds, value)] += 1
         totals = entry[1]
         totals[0] += value

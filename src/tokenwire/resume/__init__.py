@@ -61,11 +61,23 @@ shutdown) ends running streams with ``overloaded`` ("the server is shutting down
 Every ending is an event in the log, so readers elsewhere see it too: nothing is
 silently truncated.
 
+Owners
+------
+:meth:`ResumableStreams.create` takes an ``owner`` (the gateway passes
+:func:`owner_of` the client's API key, a digest): resuming or cancelling the stream
+with another owner gets the same :class:`StreamNotFound` as an unknown id, and
+resuming it through another protocol (an OpenAI stream on ``/v1/messages``)
+gets :class:`WrongProtocol` (400).
+
 Logs
 ----
 :class:`MemoryEventLog` (default): one process. The producer's event list is the log;
 finished streams are kept ``expiry`` seconds (600), at most ``max_events`` events per
-stream (100 000; a reader needing trimmed events gets ``stream_expired``).
+stream (100 000; a reader needing trimmed events gets ``stream_expired``), and at most
+``max_bytes`` (256 MiB; the gateway's ``resume_memory_bytes``) for all streams together:
+past it the oldest finished streams are forgotten, then the oldest events of the
+largest running ones trimmed. A reader returns at most about 64 KiB of events per
+step, so a client that does not read never has megabytes queued for it at once.
 
 :class:`~tokenwire.resume.redis.RedisEventLog` (``tokenwire[redis]``): Redis Streams,
 shared by any number of processes. Keys (``prefix`` default ``tokenwire``; the
@@ -78,8 +90,8 @@ shared by any number of processes. Keys (``prefix`` default ``tokenwire``; the
   for Redis. The end is an entry ``<last seq>-1`` with field ``end``. ``MAXLEN ~
   max_entries`` caps it; ``PEXPIRE expiry`` (refreshed at most once a second, and at
   the end) cleans it up.
-- ``tokenwire:s:{ID}:owner`` - the producing process's node id (``SET NX``: creating a
-  stream, same expiry).
+- ``tokenwire:s:{ID}:owner`` - ``<node id> <protocol> <owner digest>``: the producing
+  process, and who may read the stream (``SET NX``: creating a stream, same expiry).
 - ``tokenwire:s:{ID}:reader`` - refreshed by readers in other processes while they
   read, so that the producer's grace period does not cancel a stream read elsewhere.
 - ``tokenwire:node:<node>`` - each process's heartbeat, refreshed every
@@ -111,11 +123,18 @@ from tokenwire.resume.log import (
     LogUnavailable,
     MemoryEventLog,
     StreamNotFound,
+    WrongProtocol,
     check_stream_id,
     format_event_id,
     parse_event_id,
 )
-from tokenwire.resume.streams import Producer, ResumableStreams, last_event_id, make_log
+from tokenwire.resume.streams import (
+    Producer,
+    ResumableStreams,
+    last_event_id,
+    make_log,
+    owner_of,
+)
 
 __all__ = [
     "EventBuffer",
@@ -125,11 +144,13 @@ __all__ = [
     "Producer",
     "ResumableStreams",
     "StreamNotFound",
+    "WrongProtocol",
     "cancel_stream",
     "check_stream_id",
     "format_event_id",
     "last_event_id",
     "make_log",
+    "owner_of",
     "parse_event_id",
 ]
 

@@ -8,6 +8,7 @@ stored already encoded (``id:`` line included), so a replay is a concatenation.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ __all__ = [
     "LogUnavailable",
     "MemoryEventLog",
     "StreamNotFound",
+    "WrongProtocol",
     "check_stream_id",
     "format_event_id",
     "parse_event_id",
@@ -31,6 +33,8 @@ CancelResult = Literal["cancelled", "finished"]
 
 _STREAM_ID = re.compile(r"[A-Za-z0-9_]{1,128}")
 _PAST: Final = 1 << 62  # a reader position after every event: the reader is over
+_MAX_SEQ_DIGITS: Final = 18  # below _PAST; longer numbers are malformed ids
+_JOIN: Final = 64 * 1024  # bytes of events a reader returns at once
 
 
 class StreamNotFound(StreamError):
@@ -40,6 +44,21 @@ class StreamNotFound(StreamError):
 
     def __init__(self, message: str, *, code: str = "stream_not_found") -> None:
         super().__init__("not_found", message, status=404, code=code)
+
+
+class WrongProtocol(StreamError):
+    """A stream resumed through another protocol's endpoint than the one that created
+    it (an OpenAI stream resumed on ``/v1/messages``). HTTP 400, ``code``
+    ``wrong_protocol``."""
+
+    def __init__(self, stream_id: str, stream_protocol: str, asked: str) -> None:
+        super().__init__(
+            "invalid_request",
+            f"stream {stream_id!r} is a {stream_protocol} stream; resume it on the "
+            f"endpoint that created it, not as {asked}",
+            status=400,
+            code="wrong_protocol",
+        )
 
 
 class LogUnavailable(StreamError):
@@ -72,7 +91,12 @@ def parse_event_id(event_id: str) -> tuple[str, int]:
     sid, sep, seq = event_id.strip().rpartition("-")
     if not sep:
         sid, seq = seq, "0"
-    if _STREAM_ID.fullmatch(sid) is None or not seq.isascii() or not seq.isdigit():
+    if (
+        _STREAM_ID.fullmatch(sid) is None
+        or not seq.isascii()
+        or not seq.isdigit()
+        or len(seq) > _MAX_SEQ_DIGITS
+    ):
         raise StreamError(
             "invalid_request",
             f"malformed Last-Event-ID {event_id[:200]!r}: expected <stream id>-<sequence>",
@@ -85,17 +109,38 @@ def parse_event_id(event_id: str) -> tuple[str, int]:
 class EventBuffer:
     """The events of one stream held in this process, in order, with the readers
     waiting for more. Event ``seq`` (from 1) is ``entries[seq - 1 - base]``; ``base``
-    grows when old events are trimmed (``max_events``). ``end`` is the sequence number
-    of the last event once the stream ended, else ``None``."""
+    grows when old events are trimmed (``max_events``, or the log's memory budget).
+    ``end`` is the sequence number of the last event once the stream ended, else
+    ``None``; ``size`` the bytes of the events held. ``protocol`` and ``owner`` (a
+    digest of the API key that created it, or ``""``) are who may read it."""
 
-    __slots__ = ("_waiters", "base", "end", "entries", "max_events", "on_idle", "readers")
+    __slots__ = (
+        "_waiters",
+        "base",
+        "budget",
+        "end",
+        "entries",
+        "max_events",
+        "on_idle",
+        "owner",
+        "protocol",
+        "readers",
+        "size",
+    )
 
-    def __init__(self, max_events: int | None = None) -> None:
+    def __init__(
+        self, max_events: int | None = None, *, protocol: Protocol = "generic", owner: str = ""
+    ) -> None:
         self.entries: list[bytes] = []
         self.base = 0
         self.end: int | None = None
         self.max_events = max_events
         self.readers = 0
+        self.size = 0
+        self.protocol: Protocol = protocol
+        self.owner = owner
+        # Shared by the buffers of a log with a memory budget (MemoryEventLog).
+        self.budget: _Budget | None = None
         # Called when the last reader leaves a stream that has not ended (grace period).
         self.on_idle: Callable[[], None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -108,14 +153,31 @@ class EventBuffer:
     def add(self, data: bytes) -> None:
         entries = self.entries
         entries.append(data)
+        size = len(data)
+        self.size += size
         cap = self.max_events
         # Trim in steps of a quarter so that the cost is amortized.
         if cap is not None and len(entries) > cap + (cap >> 2):
-            drop = len(entries) - cap
-            del entries[:drop]
-            self.base += drop
+            self.trim(len(entries) - cap)
+        budget = self.budget
+        if budget is not None:
+            budget.used += size
+            if budget.used > budget.limit:
+                budget.shed()
         if self._waiters:
             self._wake()
+
+    def trim(self, count: int) -> int:
+        """Drop the oldest ``count`` events; returns the bytes freed. A reader that
+        still needed them ends with ``stream_expired``."""
+        dropped = self.entries[:count]
+        del self.entries[:count]
+        self.base += len(dropped)
+        freed = sum(map(len, dropped))
+        self.size -= freed
+        if self.budget is not None:
+            self.budget.used -= freed
+        return freed
 
     def close(self) -> None:
         if self.end is None:
@@ -178,13 +240,25 @@ class LocalReader:
                 start = pos - buffer.base
                 if start < 0:
                     self._error = StreamNotFound(
-                        f"events after {pos} were trimmed from the log (max_events)",
+                        f"events after {pos} were trimmed from the log (max_events, or "
+                        "the memory budget of resumable streams)",
                         code="stream_expired",
                     ).to_sse_event(self._protocol)
                     continue
                 entries = buffer.entries
-                self._pos = last
-                return entries[start] if last - pos == 1 else b"".join(entries[start:])
+                if last - pos == 1:
+                    self._pos = last
+                    return entries[start]
+                # Join what is there, up to about _JOIN bytes: a client that does not
+                # read must not get megabytes written into its transport at once.
+                end = start
+                size = 0
+                stop = last - buffer.base
+                while end < stop and size < _JOIN:
+                    size += len(entries[end])
+                    end += 1
+                self._pos = buffer.base + end
+                return b"".join(entries[start:end])
             if buffer.end is not None or pos >= _PAST:
                 raise StopAsyncIteration
             await buffer.waiter()
@@ -215,8 +289,9 @@ class EventLog(ABC):
 
     @abstractmethod
     async def create(self, stream_id: str, buffer: EventBuffer, protocol: Protocol) -> None:
-        """Register a new stream produced by this process. Raises ``ValueError`` if the
-        id is taken, :class:`LogUnavailable` if the log cannot be reached."""
+        """Register a new stream produced by this process (its reader's protocol and
+        owner are ``buffer.protocol`` and ``buffer.owner``). Raises ``ValueError`` if
+        the id is taken, :class:`LogUnavailable` if the log cannot be reached."""
 
     @abstractmethod
     async def write(self, stream_id: str, events: list[tuple[int, bytes]], end: int | None) -> None:
@@ -237,21 +312,22 @@ class EventLog(ABC):
 
     @abstractmethod
     async def open(
-        self, stream_id: str, after: int, protocol: Protocol
+        self, stream_id: str, after: int, protocol: Protocol, owner: str = ""
     ) -> AsyncIterator[bytes] | None:
         """A reader of the events after ``after``, following the live stream until its end.
 
         Returns ``None`` when the stream has ended and nothing follows ``after``. Raises
-        :class:`StreamNotFound` for an unknown or expired stream or an event id past its
-        end, :class:`LogUnavailable` when the log cannot be reached. Failures while
-        reading (the producer died, the log was lost) end the reader with an error event
-        in ``protocol``'s shape."""
+        :class:`StreamNotFound` for an unknown or expired stream, one that ``owner``
+        did not create, or an event id past its end; :class:`WrongProtocol` for a
+        stream of another protocol; :class:`LogUnavailable` when the log cannot be
+        reached. Failures while reading (the producer died, the log was lost) end the
+        reader with an error event in ``protocol``'s shape."""
 
     @abstractmethod
-    async def cancel(self, stream_id: str) -> CancelResult:
+    async def cancel(self, stream_id: str, owner: str = "") -> CancelResult:
         """Ask the producer of a running stream, wherever it runs, to stop. Returns
         ``"cancelled"`` (requested) or ``"finished"`` (nothing to stop); raises
-        :class:`StreamNotFound`."""
+        :class:`StreamNotFound` (also for a stream ``owner`` did not create)."""
 
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         """Register the function called (on this process's loop) with a stream id when a
@@ -266,28 +342,89 @@ class EventLog(ABC):
         """Stop background work and close connections."""
 
 
+class _Budget:
+    """The bytes all buffers of one log may hold; ``shed`` brings ``used`` back under
+    ``limit`` when an event takes it over."""
+
+    __slots__ = ("limit", "shed", "used")
+
+    def __init__(self, limit: int, shed: Callable[[], None]) -> None:
+        self.limit = limit
+        self.used = 0
+        self.shed = shed
+
+
 class MemoryEventLog(EventLog):
     """Keeps each stream's :class:`EventBuffer` in this process (the default log).
 
     A finished stream is forgotten ``expiry`` seconds after its end; ``max_events``
     bounds the events kept per stream (older ones are trimmed; a reader that needs them
-    gets a ``stream_expired`` error)."""
+    gets a ``stream_expired`` error). ``max_bytes`` bounds the events of all streams
+    together: past it, finished streams are forgotten, oldest first, and then the
+    oldest events of the largest running streams are trimmed, down to 3/4 of it."""
 
     shares_buffer = True
 
-    def __init__(self, *, expiry: float = 600.0, max_events: int | None = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        expiry: float = 600.0,
+        max_events: int | None = 100_000,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         if not expiry > 0:
             raise ValueError(f"expiry must be a positive number of seconds, got {expiry!r}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes!r}")
         self.expiry = expiry
         self.max_events = max_events
+        self._budget = _Budget(max_bytes, self._shed)
         self._streams: dict[str, EventBuffer] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def bytes_held(self) -> int:
+        """Bytes of the events held for all streams."""
+        return self._budget.used
 
     async def create(self, stream_id: str, buffer: EventBuffer, protocol: Protocol) -> None:
         if stream_id in self._streams:
             raise ValueError(f"stream id {stream_id!r} is already in use")
         buffer.max_events = self.max_events
+        buffer.budget = self._budget
+        self._budget.used += buffer.size
         self._streams[stream_id] = buffer
+
+    def _forget(self, stream_id: str) -> None:
+        buffer = self._streams.pop(stream_id, None)
+        timer = self._timers.pop(stream_id, None)
+        if timer is not None:
+            timer.cancel()
+        if buffer is not None:
+            # Readers still attached lose the events too (they get stream_expired):
+            # a forgotten stream holds no memory.
+            buffer.trim(len(buffer.entries))
+            buffer.budget = None
+
+    def _shed(self) -> None:
+        budget = self._budget
+        goal = budget.limit - (budget.limit >> 2)
+        for stream_id in [sid for sid, b in self._streams.items() if b.end is not None]:
+            if budget.used <= goal:
+                return
+            self._forget(stream_id)  # dicts keep creation order: oldest first
+        for buffer in sorted(self._streams.values(), key=lambda b: b.size, reverse=True):
+            if budget.used <= goal:
+                return
+            excess = budget.used - goal
+            count = 0
+            freed = 0
+            for data in buffer.entries:
+                if freed >= excess:
+                    break
+                freed += len(data)
+                count += 1
+            buffer.trim(count)
 
     async def write(self, stream_id: str, events: list[tuple[int, bytes]], end: int | None) -> None:
         # The buffer is shared with the producer: events are there already.
@@ -297,26 +434,25 @@ class MemoryEventLog(EventLog):
 
     def _expire(self, stream_id: str) -> None:
         self._timers.pop(stream_id, None)
-        self._streams.pop(stream_id, None)
+        self._forget(stream_id)
 
     async def discard(self, stream_id: str) -> None:
-        self._streams.pop(stream_id, None)
-        timer = self._timers.pop(stream_id, None)
-        if timer is not None:
-            timer.cancel()
+        self._forget(stream_id)
+
+    def _buffer(self, stream_id: str, owner: str) -> EventBuffer:
+        buffer = self._streams.get(stream_id)
+        if buffer is None or not hmac.compare_digest(buffer.owner, owner):
+            raise _not_found(stream_id)
+        return buffer
 
     async def open(
-        self, stream_id: str, after: int, protocol: Protocol
+        self, stream_id: str, after: int, protocol: Protocol, owner: str = ""
     ) -> AsyncIterator[bytes] | None:
-        buffer = self._streams.get(stream_id)
-        if buffer is None:
-            raise StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
+        buffer = self._buffer(stream_id, owner)
         return open_buffer(buffer, stream_id, after, protocol)
 
-    async def cancel(self, stream_id: str) -> CancelResult:
-        buffer = self._streams.get(stream_id)
-        if buffer is None:
-            raise StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
+    async def cancel(self, stream_id: str, owner: str = "") -> CancelResult:
+        buffer = self._buffer(stream_id, owner)
         if buffer.end is not None:
             return "finished"
         if self._cancel_callback is not None:
@@ -324,16 +460,23 @@ class MemoryEventLog(EventLog):
         return "cancelled"
 
     async def aclose(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        self._streams.clear()
+        for stream_id in list(self._streams):
+            self._forget(stream_id)
+
+
+def _not_found(stream_id: str) -> StreamNotFound:
+    # The same answer for a stream that does not exist and one of another owner, so
+    # that ids cannot be probed.
+    return StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
 
 
 def open_buffer(
     buffer: EventBuffer, stream_id: str, after: int, protocol: Protocol
 ) -> LocalReader | None:
-    """A :class:`LocalReader` of ``buffer`` after event ``after`` (see :meth:`EventLog.open`)."""
+    """A :class:`LocalReader` of ``buffer`` after event ``after`` (see :meth:`EventLog.open`):
+    ``protocol`` must be the stream's (:class:`WrongProtocol`)."""
+    if protocol != buffer.protocol:
+        raise WrongProtocol(stream_id, buffer.protocol, protocol)
     last = buffer.last
     if after > last:
         raise StreamNotFound(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
 import secrets
@@ -29,6 +30,7 @@ from tokenwire.resume.log import (
     LogUnavailable,
     Protocol,
     StreamNotFound,
+    WrongProtocol,
     format_event_id,
 )
 
@@ -341,16 +343,18 @@ class RedisEventLog(EventLog):
     async def create(self, stream_id: str, buffer: EventBuffer, protocol: Protocol) -> None:
         await self.connect()
         key = self._key(stream_id)
+        # The owner key says who produces the stream (node), and who may read it.
+        tag = b"%s %s %s" % (self.node.encode(), buffer.protocol.encode(), buffer.owner.encode())
         try:
             if self._pipe_target is None:
                 async with asyncio.timeout(self._op_timeout):
                     created = await self._redis.set(
-                        key + ":owner", self.node, nx=True, px=round(self.expiry * 1000)
+                        key + ":owner", tag, nx=True, px=round(self.expiry * 1000)
                     )
             else:
                 owner = (key + ":owner").encode()
                 ttl = b"%d" % round(self.expiry * 1000)
-                command = _pack([b"SET", owner, self.node.encode(), b"NX", b"PX", ttl])
+                command = _pack([b"SET", owner, tag, b"NX", b"PX", ttl])
                 (reply,) = await self._execute([command])
                 created = reply == b"+OK"
         except (*_FAILURES, TimeoutError) as exc:
@@ -484,9 +488,12 @@ class RedisEventLog(EventLog):
             async with asyncio.timeout(self._op_timeout):
                 await self._redis.delete(key, key + ":owner")
 
-    async def _state(self, stream_id: str, what: str) -> tuple[bytes, int | None, int]:
-        """The owner node, the end (last sequence number, if the stream ended) and the
-        newest stored sequence number. Raises StreamNotFound / LogUnavailable."""
+    async def _state(
+        self, stream_id: str, what: str, owner_digest: str
+    ) -> tuple[bytes, bytes, int | None, int]:
+        """The producing node, the protocol, the end (last sequence number, if the
+        stream ended) and the newest stored sequence number. Raises StreamNotFound
+        (also when ``owner_digest`` is not the stream's owner) / LogUnavailable."""
         await self.connect()
         key = self._key(stream_id)
         try:
@@ -497,7 +504,9 @@ class RedisEventLog(EventLog):
                 owner, newest = await pipe.execute()
         except (*_FAILURES, TimeoutError) as exc:
             raise self._unavailable(what, exc) from None
-        if owner is None:
+        node, _, rest = (owner or b"").partition(b" ")
+        protocol, _, digest = rest.partition(b" ")
+        if owner is None or not hmac.compare_digest(digest, owner_digest.encode()):
             raise StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
         end: int | None = None
         last = 0
@@ -506,12 +515,14 @@ class RedisEventLog(EventLog):
             last = int(entry_id.split(b"-", 1)[0])
             if _END in fields:
                 end = last
-        return owner, end, last
+        return node, protocol, end, last
 
     async def open(
-        self, stream_id: str, after: int, protocol: Protocol
+        self, stream_id: str, after: int, protocol: Protocol, owner: str = ""
     ) -> AsyncIterator[bytes] | None:
-        owner, end, _ = await self._state(stream_id, "open stream")
+        node, created_as, end, _ = await self._state(stream_id, "open stream", owner)
+        if created_as.decode() != protocol:
+            raise WrongProtocol(stream_id, created_as.decode(), protocol)
         if end is not None:
             if after > end:
                 raise StreamNotFound(
@@ -523,7 +534,7 @@ class RedisEventLog(EventLog):
                 return None
         # A running stream may be behind an id its client already got from the producer
         # (the log is written just after delivery), so a later id waits for its events.
-        return _Reader(self._read(stream_id, after, owner, protocol))
+        return _Reader(self._read(stream_id, after, node, protocol))
 
     async def _read(
         self, stream_id: str, after: int, owner: bytes, protocol: Protocol
@@ -603,8 +614,8 @@ class RedisEventLog(EventLog):
             if out:
                 yield out[0] if len(out) == 1 else b"".join(out)
 
-    async def cancel(self, stream_id: str) -> CancelResult:
-        _, end, _ = await self._state(stream_id, "cancel stream")
+    async def cancel(self, stream_id: str, owner: str = "") -> CancelResult:
+        _, _, end, _ = await self._state(stream_id, "cancel stream", owner)
         if end is not None:
             return "finished"
         try:

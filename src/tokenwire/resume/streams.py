@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -21,6 +23,7 @@ from tokenwire.resume.log import (
     LogUnavailable,
     MemoryEventLog,
     Protocol,
+    StreamNotFound,
     check_stream_id,
     open_buffer,
     parse_event_id,
@@ -28,7 +31,7 @@ from tokenwire.resume.log import (
 from tokenwire.server import EventStreamResponse, encode_item
 from tokenwire.sse import ServerSentEvent
 
-__all__ = ["Producer", "ResumableStreams", "last_event_id", "make_log"]
+__all__ = ["Producer", "ResumableStreams", "last_event_id", "make_log", "owner_of"]
 
 logger = logging.getLogger("tokenwire.resume")
 
@@ -40,13 +43,14 @@ def make_log(spec: str | EventLog | None, **options: Any) -> EventLog:
     ``"memory"`` -> :class:`~tokenwire.resume.log.MemoryEventLog`; a ``redis://``,
     ``rediss://`` or ``unix://`` URL -> :class:`~tokenwire.resume.redis.RedisEventLog`
     (needs ``tokenwire[redis]``). ``options`` go to the log's constructor (``expiry``
-    for both; ``max_events`` for memory; ``max_entries``, ``connect_timeout``,
-    ``liveness``, ``block``, ``prefix`` for Redis). Anything else: ``ValueError``."""
+    for both; ``max_events`` and ``max_bytes`` for memory; ``max_entries``,
+    ``connect_timeout``, ``liveness``, ``block``, ``prefix`` for Redis). Anything else:
+    ``ValueError``."""
     if isinstance(spec, EventLog):
         return spec
     if spec is None or spec == "memory":
-        allowed = {k: v for k, v in options.items() if k in ("expiry", "max_events")}
-        return MemoryEventLog(**allowed)
+        memory_keys = ("expiry", "max_events", "max_bytes")
+        return MemoryEventLog(**{k: v for k, v in options.items() if k in memory_keys})
     if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
         try:
             from tokenwire.resume.redis import RedisEventLog
@@ -54,9 +58,19 @@ def make_log(spec: str | EventLog | None, **options: Any) -> EventLog:
             raise ValueError(
                 "a Redis event log needs the redis package: pip install 'tokenwire[redis]'"
             ) from exc
-        options = {k: v for k, v in options.items() if k != "max_events"}
+        options = {k: v for k, v in options.items() if k not in ("max_events", "max_bytes")}
         return RedisEventLog(spec, **options)
     raise ValueError(f'resume must be "memory" or a redis:// URL, not {spec!r}')
+
+
+def owner_of(credential: str | bytes | None) -> str:
+    """The owner a stream is bound to for a credential (an API key): a digest, never
+    the key itself, since it is stored in the log. ``""`` for no credential."""
+    if not credential:
+        return ""
+    if isinstance(credential, str):
+        credential = credential.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(b"tokenwire-stream-owner:" + credential).hexdigest()[:32]
 
 
 def last_event_id(request: Request) -> str | None:
@@ -203,10 +217,12 @@ class Producer:
         "protocol",
     )
 
-    def __init__(self, manager: ResumableStreams, stream_id: str, protocol: Protocol) -> None:
+    def __init__(
+        self, manager: ResumableStreams, stream_id: str, protocol: Protocol, owner: str = ""
+    ) -> None:
         self.id = stream_id
         self.protocol: Protocol = protocol
-        self.buffer = EventBuffer()
+        self.buffer = EventBuffer(protocol=protocol, owner=owner)
         self.buffer.on_idle = self._idle
         self._manager = manager
         self._task: asyncio.Task[None] | None = None
@@ -430,10 +446,12 @@ class ResumableStreams:
         self._down_error = None
 
     async def create(
-        self, stream_id: str | None = None, *, protocol: Protocol = "generic"
+        self, stream_id: str | None = None, *, protocol: Protocol = "generic", owner: str = ""
     ) -> Producer:
         """Register a new stream (``stream_id``: 1-128 of ``[A-Za-z0-9_]``, default
-        random) and return its :class:`Producer`, not started yet. Raises
+        random) and return its :class:`Producer`, not started yet. Only callers that
+        give the same ``owner`` (e.g. a digest of the API key, see :func:`owner_of`)
+        may resume or cancel it, and only through ``protocol``. Raises
         :class:`~tokenwire.resume.log.LogUnavailable` when the log cannot be reached
         (fast: nothing was started), ``ValueError`` for a bad or taken id."""
         if protocol not in _PROTOCOLS:
@@ -442,7 +460,7 @@ class ResumableStreams:
         if stream_id in self._local:
             raise ValueError(f"stream id {stream_id!r} is already in use")
         await self._connect()
-        producer = Producer(self, stream_id, protocol)
+        producer = Producer(self, stream_id, protocol, owner)
         try:
             await self.log.create(stream_id, producer.buffer, protocol)
         except LogUnavailable as err:
@@ -457,18 +475,22 @@ class ResumableStreams:
         return self._local.get(stream_id)
 
     async def open(
-        self, stream_id: str, after: int = 0, *, protocol: Protocol = "generic"
+        self, stream_id: str, after: int = 0, *, protocol: Protocol = "generic", owner: str = ""
     ) -> AsyncIterator[bytes] | None:
         """A reader of the events after ``after``, wherever the stream is produced;
         ``None`` if the stream ended and nothing follows. Raises
-        :class:`~tokenwire.resume.log.StreamNotFound` (unknown or expired stream, or an
-        event past its end) or :class:`~tokenwire.resume.log.LogUnavailable`."""
+        :class:`~tokenwire.resume.log.StreamNotFound` (unknown or expired stream, one of
+        another ``owner``, or an event past its end),
+        :class:`~tokenwire.resume.log.WrongProtocol` or
+        :class:`~tokenwire.resume.log.LogUnavailable`."""
         producer = self._local.get(stream_id)
         if producer is not None:
-            return producer.reader(after)
+            if not hmac.compare_digest(producer.buffer.owner, owner):
+                raise StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
+            return open_buffer(producer.buffer, stream_id, after, protocol)
         if not self.log.shares_buffer:
             await self._connect()
-        return await self.log.open(stream_id, after, protocol)
+        return await self.log.open(stream_id, after, protocol, owner)
 
     def response(
         self,
@@ -523,6 +545,7 @@ class ResumableStreams:
         event_id: str,
         *,
         protocol: Protocol = "generic",
+        owner: str = "",
         headers: Mapping[str, str] | None = None,
         retry: int | None = None,
     ) -> Response:
@@ -532,22 +555,25 @@ class ResumableStreams:
         (400) for a malformed id, :class:`~tokenwire.resume.log.StreamNotFound` (404),
         :class:`~tokenwire.resume.log.LogUnavailable` (503)."""
         stream_id, after = parse_event_id(event_id)
-        reader = await self.open(stream_id, after, protocol=protocol)
+        reader = await self.open(stream_id, after, protocol=protocol, owner=owner)
         return self.response(reader, stream_id, protocol=protocol, headers=headers, retry=retry)
 
-    async def cancel(self, stream_id: str) -> CancelResult:
+    async def cancel(self, stream_id: str, *, owner: str = "") -> CancelResult:
         """Stop a stream's producer wherever it runs (this process, or any process
         sharing the log). Returns ``"cancelled"`` or ``"finished"`` (it had ended);
-        raises :class:`~tokenwire.resume.log.StreamNotFound` for an unknown stream (or
-        ``ValueError`` for a malformed id) and
+        raises :class:`~tokenwire.resume.log.StreamNotFound` for an unknown stream or
+        one of another ``owner`` (or ``ValueError`` for a malformed id) and
         :class:`~tokenwire.resume.log.LogUnavailable`."""
         check_stream_id(stream_id)
         producer = self._local.get(stream_id)
-        if producer is not None and producer.cancel():
-            return "cancelled"
+        if producer is not None:
+            if not hmac.compare_digest(producer.buffer.owner, owner):
+                raise StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
+            if producer.cancel():
+                return "cancelled"
         if not self.log.shares_buffer:
             await self._connect()
-        return await self.log.cancel(stream_id)
+        return await self.log.cancel(stream_id, owner)
 
     def _cancel_requested(self, stream_id: str) -> None:
         producer = self._local.get(stream_id)

@@ -115,6 +115,12 @@ class HTTPProvider:
         """The streaming endpoint: ``base_url`` plus the protocol's path."""
         return self.base_url + self.path
 
+    @property
+    def secret(self) -> bytes | None:
+        """The key as bytes (``None`` without one), for scrubbing upstream text that is
+        forwarded to clients."""
+        return self._key.reveal().encode("utf-8", "surrogateescape") if self._key else None
+
     def request_headers(self) -> dict[str, str]:
         """Configured headers plus authentication (holds the key: never log these)."""
         return {**self._extra_headers, **self._auth_headers()}
