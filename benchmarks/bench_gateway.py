@@ -24,8 +24,11 @@ through the gateway and the difference ("added"), and the bunching check: the sh
 of gaps under 5 ms (the mock's are 20 ms; a gateway that buffers delivers chunks in
 bursts).
 
-Targets: 1 stream: added TTFT p50 < 1 ms; 100 streams: added TTFT p99 < 10 ms and
-added gap p99 < 0.5 ms, with no bunching.
+Routes (``--routes``): chat completions on both sides (pass-through), a Responses client
+of the chat-completions upstream (translated; direct = the upstream's own protocol), and
+Responses on both sides (pass-through, the mock speaking Responses). Targets, for each:
+1 stream: added TTFT p50 < 1 ms; 100 streams: added TTFT p99 < 10 ms and added gap p99
+< 0.5 ms, with no bunching.
 
 Run: ``python benchmarks/bench_gateway.py`` (about 2 minutes; ``--quick`` for a
 shorter, noisier run). Linux (``sched_setaffinity``); elsewhere it runs unpinned.
@@ -99,6 +102,44 @@ _USAGE = _chunk(
 _DONE = _chunk(b"[DONE]") + b"0\r\n\r\n"
 
 
+def _named(name: bytes, payload: bytes) -> bytes:
+    event = b"event: " + name + b"\ndata: " + payload + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+# The same reply as an OpenAI Responses stream (what a Responses upstream sends).
+_R_RESPONSE = (
+    b'{"id":"resp_mock","object":"response","created_at":1700000000,"status":"%s",'
+    b'"model":"mock","output":[],"usage":null}'
+)
+_R_START = _named(
+    b"response.created",
+    b'{"type":"response.created","sequence_number":0,"response":'
+    + _R_RESPONSE % b"in_progress"
+    + b"}",
+) + _named(
+    b"response.output_item.added",
+    b'{"type":"response.output_item.added","sequence_number":1,"output_index":0,'
+    b'"item":{"id":"msg_mock","type":"message","status":"in_progress","role":"assistant",'
+    b'"content":[]}}',
+)
+_R_DELTA = (
+    b'{"type":"response.output_text.delta","sequence_number":%d,"item_id":"msg_mock",'
+    b'"output_index":0,"content_index":0,"delta":"t%d ","logprobs":[]}'
+)
+_R_END = (
+    _named(
+        b"response.completed",
+        b'{"type":"response.completed","sequence_number":%d,"response":{"id":"resp_mock",'
+        b'"object":"response","created_at":1700000000,"status":"completed","model":"mock",'
+        b'"output":[],"usage":{"input_tokens":8,"input_tokens_details":{"cached_tokens":0},'
+        b'"output_tokens":64,"output_tokens_details":{"reasoning_tokens":0},'
+        b'"total_tokens":72}}}',
+    )
+    + b"0\r\n\r\n"
+)
+
+
 async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     loop = asyncio.get_running_loop()
     clock = time.perf_counter_ns
@@ -110,12 +151,16 @@ async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
             body = await reader.readexactly(length) if length else b""
+            responses = head.startswith(b"POST /v1/responses")
             start = loop.time()
-            writer.write(_HEAD + _ROLE)
+            writer.write(_HEAD + (_R_START if responses else _ROLE))
             for i in range(CHUNKS):
                 delay = start + (i + 1) * PACE - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if responses:
+                    writer.write(_named(b"response.output_text.delta", _R_DELTA % (i + 2, clock())))
+                    continue
                 writer.write(
                     _chunk(
                         _PREFIX
@@ -123,7 +168,10 @@ async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                         % clock()
                     )
                 )
-            writer.write(_FINISH + (_USAGE if b"include_usage" in body else b"") + _DONE)
+            if responses:
+                writer.write(_R_END % (CHUNKS + 2))
+            else:
+                writer.write(_FINISH + (_USAGE if b"include_usage" in body else b"") + _DONE)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -188,11 +236,15 @@ async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[i
                     break
                 event, events = events[:cut], events[cut + 2 :]
                 at = event.find(b'"content":"t')
+                skip = 12
+                if at < 0:
+                    at = event.find(b'"delta":"t')
+                    skip = 10
                 if at >= 0:
                     stop = event.index(b" ", at)
                     received.append(now)
-                    sent.append(int(event[at + 12 : stop]))
-                elif event.startswith(b"data: [DONE]"):
+                    sent.append(int(event[at + skip : stop]))
+                elif event.startswith(b"data: [DONE]") or b"response.completed" in event:
                     done = True
             if done:
                 break
@@ -208,18 +260,25 @@ async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[i
     return started, received, sent
 
 
-async def _client_round(port: int, streams: int) -> dict[str, Any]:
-    body = json.dumps(
-        {
+async def _client_round(port: int, streams: int, route: str = "chat") -> dict[str, Any]:
+    # route: "chat" (chat completions both sides), "responses" (a Responses client of a
+    # chat-completions upstream: translated), "responses-pass" (Responses both sides).
+    if route == "chat":
+        path = b"/v1/chat/completions"
+        payload: dict[str, Any] = {
             "model": "mock",
             "messages": [{"role": "user", "content": "count to sixty-four"}],
             "stream": True,
         }
-    ).encode()
+    else:
+        path = b"/v1/responses"
+        model = "mockr" if route == "responses-pass" else "mock"
+        payload = {"model": model, "input": "count to sixty-four", "stream": True}
+    body = json.dumps(payload).encode()
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
         b"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (port, len(body), body)
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (path, port, len(body), body)
     )
     results = await asyncio.gather(
         *(_one_stream(port, request) for _ in range(streams)), return_exceptions=True
@@ -249,7 +308,7 @@ def _client_main() -> None:
             if not line:
                 return
             order = json.loads(line)
-            result = await _client_round(order["port"], order["streams"])
+            result = await _client_round(order["port"], order["streams"], order["route"])
             sys.stdout.write(json.dumps(result) + "\n")
             sys.stdout.flush()
 
@@ -308,6 +367,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
     parser.add_argument(
+        "--routes",
+        default="chat,responses,responses-pass",
+        help="comma-separated: chat (chat completions both sides), responses (a Responses "
+        "client, translated to a chat-completions upstream), responses-pass (Responses "
+        "both sides); default: all three",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="DIR",
         help="also measure the gateway of another tokenwire checkout (before/after)",
@@ -338,8 +404,20 @@ def main() -> None:
             'type = "openai"\n'
             f'base_url = "http://127.0.0.1:{mock_port}/v1"\n\n'
             "[models.mock]\n"
-            'provider = "mock"\n'
+            'provider = "mock"\n\n'
         )
+        routes = [r for r in args.routes.split(",") if r]
+        unknown = set(routes) - {"chat", "responses", "responses-pass"}
+        if unknown:
+            raise SystemExit(f"unknown routes: {', '.join(sorted(unknown))}")
+        if "responses-pass" in routes:
+            with config.open("a") as f:
+                f.write(
+                    "[providers.mockr]\n"
+                    'type = "openai-responses"\n'
+                    f'base_url = "http://127.0.0.1:{mock_port}/v1"\n\n'
+                    '[models.mockr]\nprovider = "mockr"\n'
+                )
         try:
             mock = subprocess.Popen(
                 [sys.executable, here, "--role", "mock", "--port", str(mock_port)],
@@ -394,9 +472,10 @@ def main() -> None:
             procs.append(client)
             assert client.stdin is not None and client.stdout is not None
 
-            def run_round(port: int, streams: int) -> dict[str, Any]:
+            def run_round(port: int, streams: int, route: str) -> dict[str, Any]:
                 assert client.stdin is not None and client.stdout is not None
-                client.stdin.write(json.dumps({"port": port, "streams": streams}) + "\n")
+                order = {"port": port, "streams": streams, "route": route}
+                client.stdin.write(json.dumps(order) + "\n")
                 client.stdin.flush()
                 line = client.stdout.readline()
                 if not line:
@@ -416,23 +495,32 @@ def main() -> None:
                 targets["baseline"] = baseline_port
                 print(f"baseline: the gateway of {args.baseline}, interleaved", flush=True)
             names = list(targets)
-            for streams in (10, 1):  # warm-up: imports, connection pools, caches
-                for port in targets.values():
-                    run_round(port, streams)
-            collected: dict[tuple[int, str], dict[str, list[Any]]] = {}
+
+            def direct_route(route: str) -> str:
+                # What the upstream speaks: the direct path's client speaks it too.
+                return "responses-pass" if route == "responses-pass" else "chat"
+
+            for route in routes:
+                for streams in (10, 1):  # warm-up: imports, connection pools, caches
+                    for name, port in targets.items():
+                        run_round(port, streams, direct_route(route) if name == "direct" else route)
+            collected: dict[tuple[str, int, str], dict[str, list[Any]]] = {}
             began = time.monotonic()
-            for streams in LEVELS:
-                for r in range(rounds[streams]):
-                    shift = r % len(names)
-                    order = names[shift:] + names[:shift]  # rotating, so no path is always first
-                    for name in order:
-                        result = run_round(targets[name], streams)
-                        bucket = collected.setdefault(
-                            (streams, name), {"ttft": [], "gaps": [], "latency": [], "errors": []}
-                        )
-                        for key, values in result.items():
-                            bucket[key].extend(values)
-                        time.sleep(0.05)
+            for route in routes:
+                for streams in LEVELS:
+                    for r in range(rounds[streams]):
+                        shift = r % len(names)
+                        order = names[shift:] + names[:shift]  # rotating: nobody always first
+                        for name in order:
+                            wire = direct_route(route) if name == "direct" else route
+                            result = run_round(targets[name], streams, wire)
+                            bucket = collected.setdefault(
+                                (route, streams, name),
+                                {"ttft": [], "gaps": [], "latency": [], "errors": []},
+                            )
+                            for key, values in result.items():
+                                bucket[key].extend(values)
+                            time.sleep(0.05)
             elapsed = time.monotonic() - began
         finally:
             for proc in reversed(procs):
@@ -443,14 +531,26 @@ def main() -> None:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    _report(collected, elapsed, "gateway")
-    if args.baseline:
-        print(f"\n=== baseline: the gateway of {args.baseline} (same rounds) ===")
-        _report(collected, elapsed, "baseline")
+    for route in routes:
+        print(f"\n=== route: {_ROUTE_TITLES[route]} ===")
+        _report(collected, elapsed, route, "gateway")
+        if args.baseline:
+            print(f"\n=== route: {route}; baseline: the gateway of {args.baseline} ===")
+            _report(collected, elapsed, route, "baseline")
+
+
+_ROUTE_TITLES = {
+    "chat": "chat completions, client and upstream (pass-through)",
+    "responses": "a Responses client, a chat-completions upstream (translated)",
+    "responses-pass": "Responses, client and upstream (pass-through)",
+}
 
 
 def _report(
-    collected: dict[tuple[int, str], dict[str, list[Any]]], elapsed: float, name: str
+    collected: dict[tuple[str, int, str], dict[str, list[Any]]],
+    elapsed: float,
+    route: str,
+    name: str,
 ) -> None:
     print(f"\nmeasured in {elapsed:.0f} s; times in ms; added = gateway - direct\n")
     header = f"{'streams':>7}  {'metric':<16}{'direct':>9}{'gateway':>9}{'added':>9}   samples"
@@ -458,7 +558,8 @@ def _report(
     print("-" * len(header))
     summary: dict[tuple[int, str], float] = {}
     for streams in LEVELS:
-        direct, gateway = collected[(streams, "direct")], collected[(streams, name)]
+        direct = collected[(route, streams, "direct")]
+        gateway = collected[(route, streams, name)]
         rows = [
             ("TTFT p50", "ttft", 0.50),
             ("TTFT p99", "ttft", 0.99),

@@ -43,7 +43,7 @@ def create_app(
 ) -> FastAPI:
     """The app, for ``agent`` or else the agent ``agent_name`` of ``config`` (default:
     :func:`load_config`)."""
-    base: Agent = agent or (config or load_config()).agent(agent_name)
+    base: Agent = agent or Agent.from_config(config or load_config(), agent_name)
     app = FastAPI(title="tokenwire agent example")
     producers: set[asyncio.Task[None]] = set()
 

@@ -31,6 +31,7 @@ from tokenwire.llm.model import (
     UsageDelta,
 )
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
+from tokenwire.llm.protocol import get_protocol
 from tokenwire.server import EventStreamResponse
 
 TEXT = ["Hello", ", ", "world", "!"]
@@ -85,9 +86,7 @@ class Upstream:
 
 
 def upstream_app(state: Upstream) -> Starlette:
-    async def stream(
-        deltas: list[Delta | float], encoder: OpenAIChunkEncoder | AnthropicEventEncoder, cut: bool
-    ) -> AsyncIterator[bytes]:
+    async def stream(deltas: list[Delta | float], encoder: Any, cut: bool) -> AsyncIterator[bytes]:
         state.open_streams += 1
         try:
             for item in deltas:
@@ -118,7 +117,7 @@ def upstream_app(state: Upstream) -> Starlette:
                         "code": "rate_limit_exceeded",
                     }
                 }
-                if protocol == "openai"
+                if protocol != "anthropic"
                 else {
                     "type": "error",
                     "error": {"type": "rate_limit_error", "message": "slow down"},
@@ -149,12 +148,14 @@ def upstream_app(state: Upstream) -> Starlette:
                 TextDelta(f"your key is {key}"),
                 ErrorDelta("authentication_error", f"bad key {key}", error),
             ]
-        encoder: OpenAIChunkEncoder | AnthropicEventEncoder
+        encoder: Any
         if protocol == "openai":
             include = bool((body.get("stream_options") or {}).get("include_usage"))
             encoder = OpenAIChunkEncoder(include_usage=include)
-        else:
+        elif protocol == "anthropic":
             encoder = AnthropicEventEncoder()
+        else:
+            encoder = get_protocol(protocol).encoder()
         return EventStreamResponse(stream(deltas, encoder, cut=model == "cut"), ping=None)
 
     async def openai_route(request: Request) -> Response:
@@ -163,22 +164,33 @@ def upstream_app(state: Upstream) -> Starlette:
     async def anthropic_route(request: Request) -> Response:
         return await handle(request, "anthropic")
 
+    async def responses_route(request: Request) -> Response:
+        return await handle(request, "responses")
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", openai_route, methods=["POST"]),
             Route("/v1/messages", anthropic_route, methods=["POST"]),
+            Route("/v1/responses", responses_route, methods=["POST"]),
         ]
     )
 
 
 def gateway_config(upstream_url: str, **gateway: Any) -> dict[str, Any]:
-    """A configuration routing ``oa/*`` and ``an/*`` style names to the test upstream."""
+    """A configuration routing ``oa/*``, ``an/*`` and ``rs/*`` style names to the test
+    upstream (OpenAI chat completions, Anthropic Messages, OpenAI Responses)."""
     return {
         "providers": {
             "oa": {"type": "openai", "base_url": upstream_url + "/v1", "expose": True},
             "an": {
                 "type": "anthropic",
                 "base_url": upstream_url,
+                "api_key_env": "TW_TEST_UPSTREAM_KEY",
+                "expose": True,
+            },
+            "rs": {
+                "type": "openai-responses",
+                "base_url": upstream_url + "/v1",
                 "api_key_env": "TW_TEST_UPSTREAM_KEY",
                 "expose": True,
             },

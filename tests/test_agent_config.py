@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tokenwire.agent import ConfigError, DemoProvider, StreamOptions, get_agent, load_config
+from tokenwire.agent import (
+    Agent,
+    ConfigError,
+    DemoProvider,
+    StreamOptions,
+    get_agent,
+    load_config,
+)
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 
@@ -92,10 +99,10 @@ provider = "slow"
     assert local.api_key() == SECRET
     spec = config.agents["assistant"]
     assert spec.options == StreamOptions(temperature=0.2, max_tokens=50, stop_sequences=["\n\n"])
-    agent = config.agent("assistant")
+    agent = Agent.from_config(config, "assistant")
     assert agent.model == "llama3.2" and agent.system == "You are terse."
     assert agent.timeouts.idle == 2.5
-    story = config.agent("storyteller")
+    story = Agent.from_config(config, "storyteller")
     assert isinstance(story.provider, DemoProvider)
     assert story.provider.time_to_first_token == 0.5 and story.provider.seed == 3
     assert story.model == "demo"
@@ -121,7 +128,7 @@ provider = "slow"
         ),
         (
             '[providers.x]\ntype = "gemini"\n',
-            r"type must be one of openai, anthropic, demo, not 'gemini'",
+            r"type must be one of openai, anthropic, openai-responses, demo, not 'gemini'",
         ),
         (
             '[providers.x]\ntype = "openai"\ntime_per_token = 1\n',

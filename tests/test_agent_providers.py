@@ -20,10 +20,9 @@ from starlette.routing import Route
 
 from tests.conftest import serve
 from tokenwire.agent import Agent, get_agent
-from tokenwire.agent.providers.anthropic import AnthropicProvider
-from tokenwire.agent.providers.openai import OpenAIProvider
 from tokenwire.errors import StreamError
 from tokenwire.llm.model import TextDelta, Usage
+from tokenwire.providers import HTTPProvider
 from tokenwire.server import AnthropicSender, OpenAISender
 
 SECRET = "sk-test-never-show-me-0123456789"
@@ -106,14 +105,20 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
 def agent_for(protocol: str, url: str, **kwargs: Any) -> Agent:
     provider: Any
     if protocol == "openai":
-        provider = OpenAIProvider("openai", base_url=url + "/v1", api_key=SECRET)
+        provider = HTTPProvider("openai", protocol="openai", base_url=url + "/v1", api_key=SECRET)
     else:
-        provider = AnthropicProvider("anthropic", base_url=url, api_key=SECRET)
+        provider = HTTPProvider("anthropic", protocol="anthropic", base_url=url, api_key=SECRET)
     return Agent(provider, model=f"{protocol}-test", **kwargs)
 
 
 def wait_for(event: threading.Event, seconds: float = 2.0) -> bool:
     return event.wait(seconds)
+
+
+async def until(event: threading.Event, seconds: float = 2.0) -> bool:
+    """``wait_for`` without blocking the event loop (closing a connection completes on
+    the loop's next turn)."""
+    return await asyncio.to_thread(event.wait, seconds)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -187,7 +192,7 @@ async def test_stop_sequence_enforced_when_upstream_ignores_it(protocol: str, up
     assert chunks == ["Hello", " there"]
     assert agent.history[-1].content == "Hello there"
     # Reading stopped and the connection was closed: the upstream sees the client leave.
-    assert wait_for(up.disconnected)
+    assert await until(up.disconnected)
     assert not up.finished.is_set()
     await agent.aclose()
 

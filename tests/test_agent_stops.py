@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenwire.agent.stops import StopFilter
+from tokenwire.llm.stops import StopFilter
 
 
 def reference(text: str, stops: list[str]) -> tuple[str, str | None]:

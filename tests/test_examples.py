@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import REPO, serve
 from tokenwire.agent import Agent, Config, DemoProvider
-from tokenwire.agent.config import from_mapping
+from tokenwire.config import from_mapping
 
 EXAMPLES = REPO / "examples"
 PROMPT = "Tell me a story"

@@ -15,7 +15,7 @@ import httpx2
 import openai
 import pytest
 
-from tokenwire.agent.config import from_mapping
+from tokenwire.config import from_mapping
 from tokenwire.gateway import create_app
 
 from .conftest import ARTIFACTS, serve

@@ -18,7 +18,7 @@ import openai
 import orjson
 import pytest
 
-from tokenwire.agent.config import from_mapping
+from tokenwire.config import from_mapping
 from tokenwire.gateway import create_app
 from tokenwire.gateway.app import Gateway
 from tokenwire.sse import SSEDecoder

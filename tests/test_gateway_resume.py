@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import serve
 from tests.resume_helpers import Proxy, RedisServer, free_port, read, redis_server
-from tokenwire.agent.config import ConfigError, from_mapping
+from tokenwire.config import ConfigError, from_mapping
 from tokenwire.gateway import create_app
 from tokenwire.sse import ServerSentEvent
 

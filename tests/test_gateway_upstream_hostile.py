@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from tokenwire.agent.config import from_mapping
+from tokenwire.config import from_mapping
 from tokenwire.gateway import create_app
 
 from .conftest import serve

@@ -20,7 +20,22 @@ def test_accelerator_is_built_in_ci() -> None:
 
 
 _pieces = st.sampled_from(
-    [b"data:", b"data: ", b"dat", b"a", b"\xff", "é".encode(), b"\n", b"\n\n", b"\r", b" ", b":"]
+    [
+        b"data:",
+        b"data: ",
+        b"dat",
+        b"a",
+        b"\xff",
+        "é".encode(),
+        b"\n",
+        b"\n\n",
+        b"\r",
+        b" ",
+        b":",
+        b"event:",
+        b"event: ",
+        b"response.output_text.delta",
+    ]
 )
 
 

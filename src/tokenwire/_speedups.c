@@ -2,8 +2,8 @@
  *
  * scan_simple(chunk, pos, stop, limit) has exactly the contract of
  * tokenwire.sse._scan_simple_py: decode the run of events at chunk[pos:stop] that are
- * one "data:<value>" line followed by a blank line (LF endings, no CR before stop),
- * returning (events, first unconsumed position). Everything else stays in Python,
+ * an optional "event:<name>" line and one "data:<value>" line followed by a blank line
+ * (LF endings, no CR before stop), returning (events, first unconsumed position). Everything else stays in Python,
  * which remains the reference; the test suite checks both give the same results.
  */
 #define PY_SSIZE_T_CLEAN
@@ -67,13 +67,42 @@ scan_simple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *events = PyList_New(0);
     if (events == NULL)
         return NULL;
-    while (pos + 5 <= stop && memcmp(buf + pos, "data:", 5) == 0) {
+    PyObject *name = NULL;  /* the current event's name (a new reference), or NULL */
+    for (;;) {
+        Py_ssize_t begin = pos;
+        Py_CLEAR(name);
+        if (pos + 6 <= stop && memcmp(buf + pos, "event:", 6) == 0) {
+            const char *lf = memchr(buf + pos, '\n', (size_t)(stop - pos));
+            if (lf == NULL)
+                break;
+            Py_ssize_t end = lf - buf;
+            if (end - pos > limit)
+                break;
+            Py_ssize_t start = pos + 6;
+            if (start < end && buf[start] == ' ')
+                start++;
+            if (start < end) {
+                name = PyUnicode_DecodeUTF8(buf + start, end - start, "replace");
+                if (name == NULL)
+                    goto error;
+                PyUnicode_InternInPlace(&name);  /* a stream repeats a few names */
+            }
+            pos = end + 1;
+        }
+        if (!(pos + 5 <= stop && memcmp(buf + pos, "data:", 5) == 0)) {
+            pos = begin;
+            break;
+        }
         const char *lf = memchr(buf + pos, '\n', (size_t)(stop - pos));
-        if (lf == NULL)
+        if (lf == NULL) {
+            pos = begin;
             break;
+        }
         Py_ssize_t end = lf - buf;
-        if (end + 1 >= stop || buf[end + 1] != '\n' || end - pos > limit)
+        if (end + 1 >= stop || buf[end + 1] != '\n' || end - pos > limit) {
+            pos = begin;
             break;
+        }
         Py_ssize_t start = pos + 5;
         if (start < end && buf[start] == ' ')
             start++;
@@ -85,7 +114,8 @@ scan_simple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(data);
             goto error;
         }
-        if (set_slot(descr_data, ev, data) < 0 || set_slot(descr_event, ev, str_message) < 0
+        if (set_slot(descr_data, ev, data) < 0
+            || set_slot(descr_event, ev, name != NULL ? name : str_message) < 0
             || set_slot(descr_id, ev, Py_None) < 0 || set_slot(descr_retry, ev, Py_None) < 0) {
             Py_DECREF(data);
             Py_DECREF(ev);
@@ -99,9 +129,11 @@ scan_simple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(ev);
         pos = end + 2;
     }
+    Py_XDECREF(name);
     return Py_BuildValue("(Nn)", events, pos);
 
 error:
+    Py_XDECREF(name);
     Py_DECREF(events);
     return NULL;
 }
@@ -109,7 +141,7 @@ error:
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "Bind the event type and its slot descriptors."},
     {"scan_simple", (PyCFunction)(void (*)(void))scan_simple, METH_FASTCALL,
-     "Decode a run of single-line data events; see tokenwire.sse._scan_simple_py."},
+     "Decode a run of single-line (named) data events; see tokenwire.sse._scan_simple_py."},
     {NULL, NULL, 0, NULL},
 };
 

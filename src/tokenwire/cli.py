@@ -162,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Stream a reply to PROMPT to stdout as it arrives, then print the time to first "
             "token and tokens/s to stderr. By default it calls an OpenAI-compatible endpoint "
-            f"(--url, default ${URL_ENV} or {DEFAULT_URL}); with --agent it runs an agent "
-            "from the configuration in this process. Ctrl-C stops and closes the connection."
+            f"(--url, default ${URL_ENV} or {DEFAULT_URL}) in the protocol --protocol names "
+            "(chat completions, Anthropic Messages, OpenAI Responses); with --agent it runs an "
+            "agent from the configuration in this process. Ctrl-C stops and closes the "
+            "connection."
         ),
     )
     chat.add_argument(
@@ -179,7 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--api-key",
         metavar="KEY",
-        help=f"bearer key for the endpoint (default: ${API_KEY_ENV}, if set)",
+        help=f"key for the endpoint (default: ${API_KEY_ENV}, if set)",
+    )
+    chat.add_argument(
+        "--protocol",
+        choices=_protocol_names(),
+        default="openai",
+        help="wire protocol to call the endpoint with: openai (chat completions), "
+        "anthropic (Messages), responses (OpenAI Responses), ... (default: %(default)s)",
     )
     chat.add_argument("--system", metavar="TEXT", help="system prompt (endpoint mode)")
     chat.add_argument(
@@ -261,7 +270,7 @@ def _config_path(option: str | None) -> Path | None:
 
 
 def _load_config(option: str | None) -> tuple[Any, Path | None]:
-    from tokenwire.agent.config import ConfigError, load_config
+    from tokenwire.config import ConfigError, load_config
 
     path = _config_path(option)
     if path is not None and not path.is_file():
@@ -277,7 +286,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    from tokenwire.agent.config import ConfigError
+    from tokenwire.config import ConfigError
 
     config, path = _load_config(args.config)
     try:
@@ -352,7 +361,7 @@ def _read_prompt(prompt: str | None) -> str:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from tokenwire.agent.options import StreamOptions
+    from tokenwire.options import StreamOptions
 
     try:
         return StreamOptions(
@@ -364,11 +373,21 @@ def _options(args: argparse.Namespace) -> Any:
         raise CLIError(str(exc), EXIT_USAGE) from None
 
 
-def _endpoint(url: str) -> str:
+def _protocol_names() -> tuple[str, ...]:
+    from tokenwire.llm.protocol import protocol_names
+
+    return protocol_names()
+
+
+def _endpoint(url: str, wire: Any) -> str:
+    """The endpoint of ``wire`` under a base URL (``http://host:8000/v1`` or the server's
+    root; a URL that already is the endpoint is kept)."""
     url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
+    path: str = wire.endpoints[0]
+    if url.endswith(path) or url.endswith(wire.upstream_path):
         return url
-    return url + "/chat/completions"
+    root = url[: -len("/v1")] if url.endswith("/v1") else url
+    return root + path
 
 
 class _Meter:
@@ -432,33 +451,32 @@ def _tool_calls(message: Any, err: TextIO) -> None:
 async def _chat_url(args: argparse.Namespace, prompt: str, options: Any) -> int:
     from tokenwire.client import astream_chat
     from tokenwire.errors import StreamError
+    from tokenwire.llm.protocol import get_protocol
+    from tokenwire.llm.requests import ChatMessage, ChatRequest, RequestError, TextPart
 
-    url = _endpoint(args.url or os.environ.get(URL_ENV) or DEFAULT_URL)
-    messages: list[dict[str, str]] = []
-    if args.system:
-        messages.append({"role": "system", "content": args.system})
-    messages.append({"role": "user", "content": prompt})
-    body: dict[str, Any] = {
-        "model": args.model or "demo",
-        "messages": messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if options.temperature is not None:
-        body["temperature"] = options.temperature
-    if options.max_tokens is not None:
-        body["max_tokens"] = options.max_tokens
-    if options.stop_sequences:
-        body["stop"] = list(options.stop_sequences)
-    headers = {"User-Agent": f"tokenwire/{__version__}"}
+    wire = get_protocol(args.protocol)
+    url = _endpoint(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, wire)
+    request = ChatRequest(
+        model=args.model or "demo",
+        messages=[ChatMessage("user", [TextPart(prompt)])],
+        system=args.system,
+        max_tokens=options.max_tokens,
+        temperature=options.temperature,
+        stop=list(options.stop_sequences or ()),
+        stream=True,
+        include_usage=True,
+    )
+    try:
+        body = wire.write_request(request)
+    except RequestError as exc:
+        raise CLIError(f"{exc} (--protocol {wire.name})", EXIT_USAGE) from None
     key = args.api_key or os.environ.get(API_KEY_ENV)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
+    headers = {"User-Agent": f"tokenwire/{__version__}", **wire.auth_headers(key, {})}
 
     out, err = sys.stdout, sys.stderr
     meter = _Meter()
     stream = astream_chat(
-        url, json=body, headers=headers, protocol="openai", idle_timeout=args.timeout
+        url, json=body, headers=headers, protocol=wire.name, idle_timeout=args.timeout
     )
     try:
         async with stream:
@@ -478,12 +496,13 @@ async def _chat_url(args: argparse.Namespace, prompt: str, options: Any) -> int:
 
 
 async def _chat_agent(args: argparse.Namespace, prompt: str, options: Any) -> int:
-    from tokenwire.agent.config import ConfigError
+    from tokenwire.agent import Agent
+    from tokenwire.config import ConfigError
     from tokenwire.errors import StreamError
 
     config, _ = _load_config(args.config)
     try:
-        agent = config.agent(args.agent)
+        agent = Agent.from_config(config, args.agent)
     except ConfigError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
     out, err = sys.stdout, sys.stderr

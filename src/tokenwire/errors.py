@@ -28,11 +28,14 @@ import sys
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeAlias, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args
 
 import orjson
 
 from tokenwire.sse import SSEDecodeError
+
+if TYPE_CHECKING:
+    from tokenwire.llm.protocol import WireProtocol
 
 __all__ = [
     "ERROR_TYPES",
@@ -57,42 +60,13 @@ ErrorType: TypeAlias = Literal[
     "overloaded",
     "api_error",
 ]
-Protocol: TypeAlias = Literal["generic", "openai", "anthropic"]
+Protocol: TypeAlias = str
+"""``"generic"`` (tokenwire's own shape, for browsers) or a registered wire protocol's
+name (:mod:`tokenwire.llm.protocol`: ``"openai"``, ``"anthropic"``, ...)."""
 
 ERROR_TYPES: frozenset[str] = frozenset(get_args(ErrorType))
 """Every valid :attr:`StreamError.type`."""
 
-_PROTOCOLS = frozenset(("generic", "openai", "anthropic"))
-
-# Category -> (type, code) in OpenAI's shape. Rate limits use what the API itself sends
-# ({"type":"requests","code":"rate_limit_exceeded"}); categories OpenAI has no type for
-# are "server_error" with our category as the code, so a reader can still tell them apart.
-_OPENAI_TYPES: dict[str, tuple[str, str | None]] = {
-    "timeout": ("server_error", "timeout"),
-    "cancelled": ("server_error", "cancelled"),
-    "network": ("server_error", "network_error"),
-    "rate_limit": ("requests", "rate_limit_exceeded"),
-    "authentication": ("authentication_error", None),
-    "permission": ("permission_error", None),
-    "invalid_request": ("invalid_request_error", None),
-    "not_found": ("not_found_error", None),
-    "overloaded": ("server_error", "overloaded"),
-    "api_error": ("server_error", None),
-}
-
-# Category -> Anthropic error type (anthropic.types.shared.ErrorType names).
-_ANTHROPIC_TYPES: dict[str, str] = {
-    "timeout": "timeout_error",
-    "cancelled": "api_error",
-    "network": "api_error",
-    "rate_limit": "rate_limit_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "invalid_request": "invalid_request_error",
-    "not_found": "not_found_error",
-    "overloaded": "overloaded_error",
-    "api_error": "api_error",
-}
 
 # Category -> HTTP status when the error carries no upstream status of its own.
 _DEFAULT_STATUS: dict[str, int] = {
@@ -393,23 +367,20 @@ class StreamError(Exception):
 
     def error_object(self, protocol: Protocol = "generic") -> dict[str, Any]:
         """The error as a JSON-ready object in ``protocol``'s shape: the payload of both
-        :meth:`to_sse_event` and :meth:`to_response_body`."""
-        if protocol == "openai":
-            return {"error": self._openai_error()}
-        if protocol == "anthropic":
-            return {
-                "type": "error",
-                "error": {"type": self._anthropic_type(), "message": self.message},
-            }
+        :meth:`to_sse_event` and :meth:`to_response_body`. ``"generic"`` is
+        ``{"type", "message"}`` (plus ``retry_after``); a wire protocol's shape comes
+        from its :class:`~tokenwire.llm.protocol.WireProtocol`. Raises ``ValueError`` for
+        an unknown protocol."""
         if protocol == "generic":
             out: dict[str, Any] = {"type": self.type, "message": self.message}
             if self.retry_after is not None:
                 out["retry_after"] = self.retry_after
             return out
-        raise ValueError(f"unknown protocol {protocol!r}; expected generic, openai or anthropic")
+        return _protocol(protocol).error_object(self)
 
     def to_sse_event(self, protocol: Protocol = "generic") -> bytes:
-        """The error as one complete SSE event (bytes, ending in a blank line).
+        """The error as one complete SSE event (bytes, ending in a blank line) that the
+        protocol's clients raise on.
 
         - ``"generic"``: ``event: error`` + ``data: {"type":...,"message":...}`` (plus
           ``retry_after`` when known).
@@ -417,25 +388,25 @@ class StreamError(Exception):
           ``event:`` line, which the ``openai`` SDK raises as ``APIError``.
         - ``"anthropic"``: ``event: error`` + ``data: {"type":"error","error":{"type",
           "message"}}``, which the ``anthropic`` SDK raises as ``APIStatusError``.
+        - any other registered protocol: its own error event.
 
         Provider type names are used (``rate_limit_error``, ``overloaded_error``, ...);
         an error that came from the same provider keeps its original type and code.
         Raises ``ValueError`` for an unknown protocol.
         """
-        data = orjson.dumps(self.error_object(protocol))
-        if protocol == "openai":
-            return b"data: " + data + b"\n\n"
-        return b"event: error\ndata: " + data + b"\n\n"
+        if protocol == "generic":
+            return b"event: error\ndata: " + orjson.dumps(self.error_object()) + b"\n\n"
+        return _protocol(protocol).error_event(self)
 
     def http_status(self, protocol: Protocol = "generic") -> int:
         """The HTTP status for answering with this error before any byte was sent: the
         upstream's own error status when known (400-599), else the category's (400
         invalid_request, 401, 403, 404, 429, 504 timeout, 499 cancelled, 502 network,
         500 api_error; overloaded 529 for Anthropic clients, 503 otherwise)."""
+        if protocol != "generic":
+            return _protocol(protocol).http_status(self)
         if self.status is not None and 400 <= self.status <= 599:
             return self.status
-        if self.type == "overloaded" and protocol == "anthropic":
-            return 529
         return _DEFAULT_STATUS[self.type]
 
     def response_headers(self) -> list[tuple[str, str]]:
@@ -452,20 +423,21 @@ class StreamError(Exception):
         """The JSON body of that HTTP error response in ``protocol``'s shape (OpenAI
         ``{"error":{...}}``, Anthropic ``{"type":"error","error":{...}}``, generic
         ``{"type","message"}``), which each SDK maps to its typed status error."""
-        return orjson.dumps(self.error_object(protocol))
+        if protocol == "generic":
+            return orjson.dumps(self.error_object())
+        return _protocol(protocol).error_body(self)
 
-    def _openai_error(self) -> dict[str, Any]:
-        etype, code = _OPENAI_TYPES[self.type]
-        if self.provider == "openai" and self.provider_type is not None:
-            etype = self.provider_type
-        if self.code is not None:
-            code = self.code
-        return {"message": self.message, "type": etype, "param": self.param, "code": code}
 
-    def _anthropic_type(self) -> str:
-        if self.provider == "anthropic" and self.provider_type is not None:
-            return self.provider_type
-        return _ANTHROPIC_TYPES[self.type]
+def _protocol(name: str) -> WireProtocol:
+    # Imported here: the protocol modules use this module.
+    from tokenwire.llm.protocol import get_protocol
+
+    try:
+        return get_protocol(name)
+    except ValueError:
+        raise ValueError(
+            f"unknown protocol {name!r}; expected generic or a wire protocol"
+        ) from None
 
 
 class ProviderError(StreamError):

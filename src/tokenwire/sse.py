@@ -14,6 +14,7 @@ with U+FFFD for invalid bytes.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,8 +148,10 @@ def _parse_retry(value: bytes) -> int:
 def _scan_simple_py(
     chunk: bytes, pos: int, stop: int, limit: int
 ) -> tuple[list[ServerSentEvent], int]:
-    """Decode the run of events at ``chunk[pos:stop]`` that are exactly one
-    ``data:<value>`` line followed by a blank line (LF endings), in a fresh block.
+    """Decode the run of events at ``chunk[pos:stop]`` that are exactly an optional
+    ``event:<name>`` line and one ``data:<value>`` line followed by a blank line (LF
+    endings), in a fresh block: what LLM streams are made of (OpenAI's data-only
+    chunks, Anthropic's and the Responses API's named events).
 
     Returns the events and the position of the first byte not consumed. ``stop`` is
     the first CR of the chunk (or its length), so no consumed line contains CR.
@@ -156,16 +159,39 @@ def _scan_simple_py(
     events: list[ServerSentEvent] = []
     find = chunk.find
     startswith = chunk.startswith
-    while startswith(b"data:", pos):
+    names = _EVENT_NAMES
+    while True:
+        event = "message"
+        start = pos
+        if startswith(b"event:", pos):
+            lf = find(b"\n", pos, stop)
+            if lf == -1 or lf - pos > limit:
+                break
+            raw = chunk[pos + 7 if lf > pos + 6 and chunk[pos + 6] == 32 else pos + 6 : lf]
+            event = names.get(raw) or _event_name(raw)
+            pos = lf + 1
+        if not startswith(b"data:", pos):
+            pos = start
+            break
         lf = find(b"\n", pos, stop)
         if lf == -1 or lf + 1 >= stop or chunk[lf + 1] != 10 or lf - pos > limit:
+            pos = start
             break
-        start = pos + 6 if lf > pos + 5 and chunk[pos + 5] == 32 else pos + 5
-        events.append(
-            _make_event(chunk[start:lf].decode("utf-8", "replace"), "message", None, None)
-        )
+        begin = pos + 6 if lf > pos + 5 and chunk[pos + 5] == 32 else pos + 5
+        events.append(_make_event(chunk[begin:lf].decode("utf-8", "replace"), event, None, None))
         pos = lf + 2
     return events, pos
+
+
+# Event names seen by the scanner, decoded once (a stream repeats a handful of them).
+_EVENT_NAMES: dict[bytes, str] = {}
+
+
+def _event_name(raw: bytes) -> str:
+    name = sys.intern(raw.decode("utf-8", "replace")) or "message"
+    if len(_EVENT_NAMES) < 1024:
+        _EVENT_NAMES[raw] = name
+    return name
 
 
 try:  # The optional C accelerator: the same contract as _scan_simple_py, ~5x faster.

@@ -9,10 +9,10 @@ async for chunk in agent.chat_stream("Tell me a story", {"max_tokens": 200}):
     print(chunk, end="", flush=True)
 ```
 
-See :mod:`tokenwire.agent.config` for the configuration file, :class:`Agent` for the
-calls, :class:`StreamOptions` for the options and
-:class:`~tokenwire.agent.providers.demo.DemoProvider` for the offline model (which is
-not a language model: it recombines a bundled public-domain text).
+See :mod:`tokenwire.config` for the configuration file, :class:`Agent` for the calls,
+:class:`StreamOptions` for the options, :mod:`tokenwire.providers` for where replies
+come from and :class:`~tokenwire.providers.demo.DemoProvider` for the offline model
+(which is not a language model: it recombines a bundled public-domain text).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from tokenwire.agent.agent import Agent, AgentStream
-from tokenwire.agent.config import (
+from tokenwire.config import (
     AgentConfig,
     Config,
     ConfigError,
@@ -28,15 +28,15 @@ from tokenwire.agent.config import (
     Timeouts,
     load_config,
 )
-from tokenwire.agent.options import StreamOptions
-from tokenwire.agent.providers import (
+from tokenwire.llm.stops import StopFilter
+from tokenwire.options import StreamOptions
+from tokenwire.providers import (
     DemoProvider,
     Provider,
     ProviderRequest,
     Turn,
     make_provider,
 )
-from tokenwire.agent.stops import StopFilter
 
 __all__ = [
     "Agent",
@@ -71,4 +71,4 @@ async def get_agent(
     """
     if not isinstance(config, Config):
         config = load_config(config)
-    return config.agent(name)
+    return Agent.from_config(config, name)

@@ -7,14 +7,15 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
-from tokenwire.agent.config import Timeouts
-from tokenwire.agent.options import StreamOptions
-from tokenwire.agent.providers.base import Provider, ProviderRequest, Turn
-from tokenwire.agent.stops import StopFilter
+from tokenwire.config import Config, Timeouts
 from tokenwire.control import guard
 from tokenwire.errors import StreamError
 from tokenwire.llm.accumulate import MessageBuilder, error_from_delta
 from tokenwire.llm.model import Delta, ErrorDelta, FinishDelta, Message, TextDelta
+from tokenwire.llm.stops import StopFilter
+from tokenwire.options import StreamOptions
+from tokenwire.providers import make_provider
+from tokenwire.providers.base import Provider, ProviderRequest, Turn
 
 __all__ = ["Agent", "AgentStream"]
 
@@ -141,7 +142,7 @@ class Agent:
     """A configured conversation partner: ``await agent.chat("Hello")``.
 
     Normally made by :func:`~tokenwire.agent.get_agent` from ``tokenwire.toml``; can also
-    be built directly from a :class:`~tokenwire.agent.providers.base.Provider`.
+    be built directly from a :class:`~tokenwire.providers.base.Provider`.
     ``options`` are the defaults for every call (a call's own options win field by
     field); ``timeouts`` come from the provider configuration and are overridden by the
     ``timeout`` / ``first_token_timeout`` / ``idle_timeout`` options.
@@ -169,6 +170,23 @@ class Agent:
         self.timeouts = timeouts or Timeouts()
         self.name = name or model
         self.history: list[Turn] = []
+
+    @classmethod
+    def from_config(cls, config: Config, name: str = "assistant") -> Agent:
+        """A new agent (with an empty history) for ``[agents.NAME]`` of ``config``.
+
+        Raises :class:`~tokenwire.config.ConfigError` for an unknown agent, or a missing
+        key variable."""
+        spec = config.agent_spec(name)
+        provider_config = config.providers[spec.provider]  # checked at load time
+        return cls(
+            make_provider(provider_config),
+            model=spec.model,
+            system=spec.system,
+            options=spec.options,
+            timeouts=provider_config.timeouts,
+            name=name,
+        )
 
     def __repr__(self) -> str:
         return (

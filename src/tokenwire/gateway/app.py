@@ -1,8 +1,10 @@
-"""The gateway: OpenAI- and Anthropic-compatible endpoints in front of any provider.
+"""The gateway: an endpoint for every wire protocol, in front of any provider.
 
-A request in either protocol is read into a neutral :class:`~tokenwire.llm.requests.
-ChatRequest`, routed by model to a provider (``[models]`` or ``PROVIDER/MODEL``), and the
-upstream's stream is relayed chunk by chunk:
+Every registered :class:`~tokenwire.llm.protocol.WireProtocol` (OpenAI chat completions,
+Anthropic Messages, the OpenAI Responses API, ...) gets its endpoints. A request in any
+of them is read into a neutral :class:`~tokenwire.llm.requests.ChatRequest`, routed by
+model to a provider (``[models]`` or ``PROVIDER/MODEL``), and the upstream's stream is
+relayed chunk by chunk:
 
 - same protocol on both sides: each upstream event is passed through as it came (only
   the SSE framing is rewritten, the JSON is not touched);
@@ -36,7 +38,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import replace
 from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from starlette.middleware.cors import CORSMiddleware
@@ -46,16 +48,15 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive
 
 from tokenwire.agent import Agent
-from tokenwire.agent.config import Config, ConfigError, Timeouts, load_config
+from tokenwire.config import Config, ConfigError, Timeouts, load_config
 from tokenwire.control import guard
 from tokenwire.errors import StreamError
 from tokenwire.gateway.metrics import Counter, Gauge, Histogram, Registry
-from tokenwire.gateway.upstream import Item, Upstream, make_upstream
 from tokenwire.llm.accumulate import MessageBuilder, error_from_delta
-from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
 from tokenwire.llm.model import (
     Delta,
     ErrorDelta,
+    Message,
     MessageStart,
     ReasoningDelta,
     RefusalDelta,
@@ -63,22 +64,33 @@ from tokenwire.llm.model import (
     ToolCallDelta,
     UsageDelta,
 )
-from tokenwire.llm.openai_encode import OpenAIChunkEncoder
-from tokenwire.llm.requests import ChatRequest, RequestError, from_anthropic, from_openai
-from tokenwire.llm.responses import anthropic_message, openai_completion
+from tokenwire.llm.protocol import EventEncoder, WireProtocol, get_protocol, protocols
+from tokenwire.llm.requests import (
+    ChatMessage,
+    ChatRequest,
+    Part,
+    RequestError,
+    TextPart,
+    ToolCallPart,
+    dump_messages,
+    load_messages,
+)
+from tokenwire.providers import DemoProvider, HTTPProvider, Item, make_provider
 from tokenwire.resume import (
     LogUnavailable,
     Producer,
     ResumableStreams,
+    StreamNotFound,
+    check_stream_id,
     last_event_id,
     owner_of,
 )
 from tokenwire.server import EventStreamResponse
-from tokenwire.sse import ServerSentEvent
+from tokenwire.sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["Gateway", "create_app"]
 
-Protocol = Literal["openai", "anthropic"]
+Upstream = DemoProvider | HTTPProvider
 access_log = logging.getLogger("tokenwire.gateway.access")
 T = TypeVar("T")
 
@@ -243,31 +255,52 @@ class _Writer:
     """Upstream items -> bytes in the client's protocol (pass-through or translation),
     with the upstream's key scrubbed from whatever it sent."""
 
-    __slots__ = ("_encoder", "_protocol", "_secret")
+    __slots__ = ("_encoder", "_rename", "_reply_id", "_secret", "_wire")
 
-    def __init__(self, protocol: Protocol, upstream: Upstream, include_usage: bool) -> None:
-        self._protocol = protocol
+    def __init__(
+        self,
+        wire: WireProtocol,
+        upstream: Upstream,
+        include_usage: bool,
+        reply_id: str | None = None,
+    ) -> None:
+        self._wire = wire
         self._secret = upstream.secret
-        self._encoder: OpenAIChunkEncoder | AnthropicEventEncoder | None
-        error_provider = upstream.protocol or protocol
-        if upstream.protocol == protocol:
-            self._encoder = None
-        elif protocol == "openai":
-            self._encoder = OpenAIChunkEncoder(
-                include_usage=include_usage, error_provider=error_provider
+        self._encoder: EventEncoder | None = None
+        # A stored reply is known by the gateway's id: a translated stream is written with
+        # it, a passed-through one has the upstream's id replaced by it.
+        self._reply_id = reply_id
+        self._rename: tuple[bytes, bytes] | None = None
+        if upstream.protocol != wire.name:
+            self._encoder = wire.encoder(
+                include_usage=include_usage,
+                error_provider=upstream.protocol or wire.name,
+                id=reply_id,
             )
-        else:
-            self._encoder = AnthropicEventEncoder(error_provider=error_provider)
 
     def write(self, raw: bytes | None, deltas: list[Delta]) -> bytes:
         encoder = self._encoder
         if encoder is None:
             out = raw or b""
+            if self._reply_id is not None:
+                out = self._renamed(out, deltas)
         elif len(deltas) == 1:
             out = encoder.encode(deltas[0])
         else:
             out = b"".join([encoder.encode(d) for d in deltas])
         return _scrub(out, self._secret)
+
+    def _renamed(self, out: bytes, deltas: list[Delta]) -> bytes:
+        rename = self._rename
+        if rename is None:
+            for delta in deltas:
+                if type(delta) is MessageStart and delta.id and self._reply_id:
+                    rename = self._rename = (delta.id.encode(), self._reply_id.encode())
+                    break
+            else:
+                return out
+        old, new = rename
+        return out.replace(old, new) if old in out else out
 
     def done(self) -> bytes:
         encoder = self._encoder
@@ -278,7 +311,7 @@ class _Writer:
     def error(self, err: StreamError) -> bytes:
         encoder = self._encoder
         if encoder is None:
-            out = err.to_sse_event(self._protocol)
+            out = self._wire.error_event(err)
         elif encoder.ended:
             return b""
         else:
@@ -369,7 +402,7 @@ class Gateway:
         if upstream is None:
             settings = self.config.gateway
             try:
-                upstream = make_upstream(
+                upstream = make_provider(
                     self.config.providers[name],
                     max_reply_bytes=settings.max_reply_bytes,
                     max_connections=settings.max_connections,
@@ -390,11 +423,7 @@ class Gateway:
         return self._upstream(provider.name), upstream_model, timeouts
 
     @staticmethod
-    def _error_response(
-        err: StreamError,
-        protocol: Protocol | Literal["generic"],
-        secret: bytes | None = None,
-    ) -> Response:
+    def _error_response(err: StreamError, protocol: str, secret: bytes | None = None) -> Response:
         return Response(
             _scrub(err.to_response_body(protocol), secret),
             status_code=err.http_status(protocol),
@@ -409,9 +438,7 @@ class Gateway:
 
     # -- resumable streams ------------------------------------------------------------------
 
-    async def _producer(
-        self, stream_id: str, protocol: Protocol | Literal["generic"], owner: str
-    ) -> Producer | None:
+    async def _producer(self, stream_id: str, protocol: str, owner: str) -> Producer | None:
         """A resumable stream to produce into, or None: resume is off, or the log is
         unreachable and ``resume_fallback`` is on. Raises LogUnavailable otherwise."""
         streams = self.streams
@@ -424,9 +451,7 @@ class Gateway:
                 return None
             raise
 
-    async def _resume(
-        self, request: Request, event_id: str, protocol: Protocol | Literal["generic"]
-    ) -> Response:
+    async def _resume(self, request: Request, event_id: str, protocol: str) -> Response:
         """Answer a reconnect: the events after ``event_id``, then the live stream."""
         record = _Record(self.metrics, request.scope["path"])
         record.outcome = "resume"
@@ -449,7 +474,7 @@ class Gateway:
 
     async def cancel_stream(self, request: Request) -> Response:
         """``DELETE /v1/streams/{id}``: stop a resumable stream wherever it runs."""
-        protocol: Protocol = "anthropic" if _is_anthropic(request) else "openai"
+        protocol = _caller_protocol(request).name
         stream_id = request.path_params["stream_id"]
         try:
             owner = self._authenticate(request)
@@ -468,15 +493,19 @@ class Gateway:
         body = {"id": stream_id, "object": "stream", "status": status}
         return Response(orjson.dumps(body), media_type="application/json")
 
-    # -- the two chat endpoints ----------------------------------------------------------
+    # -- the chat endpoints: one handler per wire protocol -------------------------------
 
-    async def openai_chat(self, request: Request) -> Response:
-        return await self._chat(request, "openai")
+    def handler(self, wire: WireProtocol) -> Any:
+        """The endpoint handler for ``wire``'s requests."""
 
-    async def anthropic_messages(self, request: Request) -> Response:
-        return await self._chat(request, "anthropic")
+        async def endpoint(request: Request) -> Response:
+            return await self._chat(request, wire)
 
-    async def _chat(self, request: Request, protocol: Protocol) -> Response:
+        endpoint.__name__ = f"{wire.name}_endpoint"
+        return endpoint
+
+    async def _chat(self, request: Request, wire: WireProtocol) -> Response:
+        protocol = wire.name
         if self.streams is not None:
             resume_from = last_event_id(request)
             if resume_from is not None:
@@ -490,11 +519,14 @@ class Gateway:
             owner = self._authenticate(request)
             body = await self._read_json(request)
             try:
-                chat = from_openai(body) if protocol == "openai" else from_anthropic(body)
+                chat = wire.parse_request(body, request.path_params)
             except RequestError as exc:
                 raise StreamError(
                     "invalid_request", str(exc), status=400, param=exc.param
                 ) from None
+            field = wire.previous_reply_field
+            if field is not None and isinstance(body, dict) and body.get(field) is not None:
+                chat = await self._continued(chat, wire, body[field], owner)
             upstream, upstream_model, timeouts = self._route(chat.model)
             # Only names that were routed become labels: a client cannot grow them.
             record.model = chat.model[:_MAX_LABEL]
@@ -508,9 +540,13 @@ class Gateway:
                 include_usage=chat.include_usage or not passthrough or not chat.stream,
             )
             if not chat.stream:
-                whole = self._whole(upstream, outgoing, chat, protocol, timeouts, accepted, record)
+                whole = self._whole(upstream, outgoing, chat, wire, timeouts, accepted, record)
                 return await _bounded(whole, None, request.receive)
             producer = await self._producer(record.id, protocol, owner)
+            reply_id: str | None = None
+            if producer is not None and wire.reply_path is not None:
+                reply_id = wire.id_prefix + producer.id
+                await self._keep_request(producer.id, chat)
             items = await _open(
                 upstream, outgoing, passthrough, timeouts, accepted, request.receive
             )
@@ -532,7 +568,9 @@ class Gateway:
             if producer is not None:
                 await producer.discard()
             raise
-        writer = _Writer(protocol, upstream, include_usage=chat.include_usage)
+        if reply_id is None and not passthrough:
+            reply_id = wire.id_prefix + record.id  # ids in the client's protocol's form
+        writer = _Writer(wire, upstream, include_usage=chat.include_usage, reply_id=reply_id)
         relay = self._relay(items, writer, timeouts, accepted, record)
         if producer is not None:
             assert self.streams is not None
@@ -543,6 +581,129 @@ class Gateway:
             ping=self.config.gateway.ping,
             headers={"x-tokenwire-stream-id": record.id},
         )
+
+    # -- stored replies (protocols with a reply_path, on gateways with a store) -----------
+
+    async def _keep_request(self, stream_id: str, chat: ChatRequest) -> None:
+        """Keep the conversation a reply answers, for a request that continues it."""
+        assert self.streams is not None
+        record = {"system": chat.system, "messages": orjson.Fragment(dump_messages(chat.messages))}
+        await self.streams.put_record(stream_id, orjson.dumps(record))
+
+    def _reply_stream(self, wire: WireProtocol, reply_id: str, param: str | None = None) -> str:
+        """The stream id behind a reply id the gateway gave out (StreamError if none)."""
+        if self.streams is None:
+            raise StreamError(
+                "invalid_request" if param else "not_found",
+                f"{param or 'looking up a reply'} needs a reply store, and this gateway keeps "
+                "none (turn on [gateway] resume)",
+                status=400 if param else 404,
+                param=param,
+            )
+        stream_id = reply_id[len(wire.id_prefix) :] if reply_id.startswith(wire.id_prefix) else ""
+        try:
+            check_stream_id(stream_id)
+        except ValueError:
+            raise StreamError(
+                "invalid_request" if param else "not_found",
+                f"no reply {reply_id[:100]!r}",
+                status=400 if param else 404,
+                param=param,
+            ) from None
+        return stream_id
+
+    async def _stored(
+        self, wire: WireProtocol, stream_id: str, owner: str
+    ) -> tuple[Message, str | None]:
+        """A stored reply so far, and its status for the protocol (None: finished)."""
+        assert self.streams is not None
+        events, ended = await self.streams.snapshot(stream_id, owner=owner)
+        decoder = wire.decoder()
+        sse = SSEDecoder()
+        for event in (*sse.feed(events), *sse.feed(b"\n\n")):
+            decoder.feed(event)
+        if decoder.error is not None:
+            status: str | None = "failed"
+        elif not ended or not decoder.done:
+            status = "in_progress"
+        else:
+            status = None
+        return decoder.message, status
+
+    async def _continued(
+        self, chat: ChatRequest, wire: WireProtocol, previous: Any, owner: str
+    ) -> ChatRequest:
+        """``chat`` after the conversation of the stored reply ``previous`` and that
+        reply (as OpenAI's ``previous_response_id``; instructions are not carried)."""
+        field = wire.previous_reply_field
+        if not isinstance(previous, str):
+            raise StreamError(
+                "invalid_request", f"{field} must be a string", status=400, param=field
+            )
+        stream_id = self._reply_stream(wire, previous, field)
+        assert self.streams is not None
+        try:
+            data = await self.streams.get_record(stream_id, owner=owner)
+            message, status = await self._stored(wire, stream_id, owner)
+        except StreamNotFound:
+            data = None
+            status = "missing"
+        if data is None or status is not None:
+            raise StreamError(
+                "invalid_request",
+                f"previous reply {previous[:100]!r} not found"
+                if status in (None, "missing")
+                else f"previous reply {previous[:100]!r} is {status}",
+                status=400,
+                param=field,
+            )
+        kept = orjson.loads(data)
+        answer: list[Part] = [TextPart(message.text)] if message.text else []
+        answer += [ToolCallPart(c.id, c.name, c.arguments or "{}") for c in message.tool_calls]
+        history = [*load_messages(orjson.dumps(kept["messages"])), ChatMessage("assistant", answer)]
+        return replace(chat, messages=[*history, *chat.messages])
+
+    def reply_handlers(self, wire: WireProtocol) -> tuple[Any, Any]:
+        """``GET`` and ``POST .../cancel`` handlers for ``wire.reply_path``."""
+
+        async def get(request: Request) -> Response:
+            reply_id = request.path_params["reply_id"]
+            try:
+                owner = self._authenticate(request)
+                stream_id = self._reply_stream(wire, reply_id)
+                assert self.streams is not None
+                query = request.query_params
+                if query.get("stream", "").lower() in ("true", "1"):
+                    skip = wire.replay_after(query)
+                    if skip is None:
+                        raise StreamError(
+                            "invalid_request", "malformed replay position", status=400
+                        )
+                    return await self.streams.resume(
+                        f"{stream_id}-{skip}", protocol=wire.name, owner=owner
+                    )
+                message, status = await self._stored(wire, stream_id, owner)
+            except StreamError as err:
+                return self._error_response(err, wire.name)
+            body = wire.whole_reply(message, id=reply_id, model=message.model or "", status=status)
+            return Response(orjson.dumps(body), media_type="application/json")
+
+        async def cancel(request: Request) -> Response:
+            reply_id = request.path_params["reply_id"]
+            try:
+                owner = self._authenticate(request)
+                stream_id = self._reply_stream(wire, reply_id)
+                assert self.streams is not None
+                outcome = await self.streams.cancel(stream_id, owner=owner)
+                message, status = await self._stored(wire, stream_id, owner)
+            except StreamError as err:
+                return self._error_response(err, wire.name)
+            if outcome == "cancelled":
+                status = "cancelled"
+            body = wire.whole_reply(message, id=reply_id, model=message.model or "", status=status)
+            return Response(orjson.dumps(body), media_type="application/json")
+
+        return get, cancel
 
     async def _relay(
         self,
@@ -580,12 +741,13 @@ class Gateway:
         upstream: Upstream,
         outgoing: ChatRequest,
         chat: ChatRequest,
-        protocol: Protocol,
+        wire: WireProtocol,
         timeouts: Timeouts,
         accepted: float,
         record: _Record,
     ) -> Response:
         """A ``stream: false`` reply: the upstream's stream gathered into one body."""
+        protocol = wire.name
         builder = MessageBuilder()
         secret = upstream.secret
         try:
@@ -602,53 +764,27 @@ class Gateway:
             record.finish()
             return self._error_response(err, protocol, secret)
         message = builder.message
-        if protocol == "openai":
-            body = openai_completion(
-                message, id=message.id or f"chatcmpl-{record.id}", model=chat.model
-            )
-        else:
-            body = anthropic_message(message, id=message.id or f"msg_{record.id}", model=chat.model)
+        reply_id = message.id if message.id and message.id.startswith(wire.id_prefix) else None
+        # The upstream's name for the model, as in a streamed reply.
+        body = wire.whole_reply(
+            message, id=reply_id or wire.id_prefix + record.id, model=message.model or chat.model
+        )
         record.finish()
         return Response(_scrub(orjson.dumps(body), secret), media_type="application/json")
 
     # -- the rest ------------------------------------------------------------------------------
 
     async def models(self, request: Request) -> Response:
+        """``GET /v1/models`` in the shape of the caller's SDK (told by its headers)."""
+        wire = _caller_protocol(request)
         try:
             self._authenticate(request)
         except StreamError as err:
-            return self._error_response(err, "anthropic" if _is_anthropic(request) else "openai")
+            return self._error_response(err, wire.name)
         names = sorted(self.config.models)
-        data: dict[str, Any]
-        if _is_anthropic(request):
-            data = {
-                "data": [
-                    {
-                        "type": "model",
-                        "id": name,
-                        "display_name": name,
-                        "created_at": "1970-01-01T00:00:00Z",
-                    }
-                    for name in names
-                ],
-                "has_more": False,
-                "first_id": names[0] if names else None,
-                "last_id": names[-1] if names else None,
-            }
-        else:
-            data = {
-                "object": "list",
-                "data": [
-                    {
-                        "id": name,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": self.config.models[name].provider,
-                    }
-                    for name in names
-                ],
-            }
-        return Response(orjson.dumps(data), media_type="application/json")
+        owners = {name: route.provider for name, route in self.config.models.items()}
+        body = wire.model_list(names, owners)
+        return Response(orjson.dumps(body), media_type="application/json")
 
     async def agents(self, request: Request) -> Response:
         """The agents ``/chat/stream`` serves, by name (their providers and models are
@@ -664,7 +800,7 @@ class Gateway:
         agent = self._agents.get(name)
         if agent is None:
             try:
-                agent = self.config.agent(name)
+                agent = Agent.from_config(self.config, name)
             except ConfigError as exc:
                 if name not in self.config.agents:
                     # Said to clients: no file path, bounded length.
@@ -869,12 +1005,18 @@ def _too_large(limit: int) -> StreamError:
     return StreamError("invalid_request", f"request body is larger than {limit} bytes", status=413)
 
 
-def _is_anthropic(request: Request) -> bool:
-    return "anthropic-version" in request.headers
+def _caller_protocol(request: Request) -> WireProtocol:
+    """The protocol of a request on an endpoint several share, told by its headers
+    (OpenAI chat completions when none claims it)."""
+    headers = request.headers
+    for wire in protocols():
+        if wire.recognizes(headers):
+            return wire
+    return get_protocol("openai")
 
 
 def create_app(config: Config | None = None) -> ASGIApp:
-    """The gateway as an ASGI app. With no ``config``, :func:`~tokenwire.agent.config.
+    """The gateway as an ASGI app. With no ``config``, :func:`~tokenwire.config.
     load_config` reads ``TOKENWIRE_CONFIG`` / ``./tokenwire.toml`` (or the built-in
     defaults: the ``demo`` model and the ``assistant`` agent).
 
@@ -883,8 +1025,16 @@ def create_app(config: Config | None = None) -> ASGIApp:
     by the handlers themselves (uvicorn answers anything left with a 500)."""
     gateway = Gateway(config if config is not None else load_config())
     routes = [
-        Route("/v1/chat/completions", gateway.openai_chat, methods=["POST"]),
-        Route("/v1/messages", gateway.anthropic_messages, methods=["POST"]),
+        Route(path, gateway.handler(wire), methods=["POST"])
+        for wire in protocols()
+        for path in wire.endpoints
+    ]
+    for wire in protocols():
+        if wire.reply_path is not None:
+            get, cancel = gateway.reply_handlers(wire)
+            routes.append(Route(wire.reply_path, get, methods=["GET"]))
+            routes.append(Route(wire.reply_path + "/cancel", cancel, methods=["POST"]))
+    routes += [
         Route("/v1/models", gateway.models, methods=["GET"]),
         Route("/v1/agents", gateway.agents, methods=["GET"]),
         Route("/v1/streams/{stream_id}", gateway.cancel_stream, methods=["DELETE"]),

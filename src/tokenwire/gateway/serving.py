@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 
-from tokenwire.agent.config import GatewayConfig, load_config
+from tokenwire.config import GatewayConfig, load_config
 from tokenwire.server.limits import ConnectionLimits, LimitedHttpProtocol
 
 __all__ = ["GatewayHttpProtocol", "RedactQuerySecrets", "connection_limits"]

@@ -1,4 +1,6 @@
-"""LLM stream protocols (sans-I/O): OpenAI chat-completions and Anthropic Messages.
+"""LLM stream protocols (sans-I/O): OpenAI chat completions, Anthropic Messages and
+the OpenAI Responses API, each a :class:`WireProtocol` in the registry
+(:func:`get_protocol`, :func:`protocols`).
 
 Decoding (provider events -> :data:`Delta` -> :class:`Message`) and encoding
 (deltas -> provider wire bytes) share the message model in :mod:`tokenwire.llm.model`.
@@ -6,7 +8,8 @@ Decoding (provider events -> :data:`Delta` -> :class:`Message`) and encoding
 - :class:`StreamDecoder` turns SSE events into deltas, one event at a time.
 - :func:`accumulate` turns a whole stream (bytes or events) into a :class:`Message`.
 - :class:`MessageBuilder` adds up deltas from any source.
-- :class:`OpenAIChunkEncoder` / :class:`AnthropicEventEncoder` turn deltas into wire bytes.
+- :class:`OpenAIChunkEncoder`, :class:`AnthropicEventEncoder` and
+  :class:`ResponsesEventEncoder` turn deltas into wire bytes.
 """
 
 from tokenwire.llm.accumulate import (
@@ -34,6 +37,8 @@ from tokenwire.llm.model import (
 )
 from tokenwire.llm.openai_decode import OpenAIStreamDecoder
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
+from tokenwire.llm.openai_responses import ResponsesEventEncoder, ResponsesStreamDecoder
+from tokenwire.llm.protocol import WireProtocol, get_protocol, protocol_names, protocols
 
 __all__ = [
     "AnthropicEventEncoder",
@@ -48,6 +53,8 @@ __all__ = [
     "OpenAIStreamDecoder",
     "ReasoningDelta",
     "RefusalDelta",
+    "ResponsesEventEncoder",
+    "ResponsesStreamDecoder",
     "StreamDecodeError",
     "StreamDecoder",
     "TextDelta",
@@ -55,8 +62,12 @@ __all__ = [
     "ToolCallDelta",
     "Usage",
     "UsageDelta",
+    "WireProtocol",
     "accumulate",
     "accumulate_choices",
     "detect_protocol",
     "error_from_delta",
+    "get_protocol",
+    "protocol_names",
+    "protocols",
 ]

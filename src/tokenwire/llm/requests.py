@@ -18,16 +18,21 @@ from typing import Any, Literal
 import orjson
 
 __all__ = [
+    "EFFORT_BUDGETS",
+    "REASONING_EFFORTS",
     "ChatMessage",
     "ChatRequest",
     "ImagePart",
     "RequestError",
+    "ResponseFormat",
     "TextPart",
     "ToolCallPart",
     "ToolResultPart",
     "ToolSpec",
+    "dump_messages",
     "from_anthropic",
     "from_openai",
+    "load_messages",
     "to_anthropic",
     "to_openai",
 ]
@@ -89,9 +94,31 @@ class ChatMessage:
 
 @dataclass(slots=True)
 class ToolSpec:
+    """A function tool. ``strict``: the schema is enforced exactly (OpenAI's meaning;
+    ``None``: the protocol's default)."""
+
     name: str
     description: str | None = None
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    """Structured output: ``type`` is ``"json_object"`` (any JSON object) or
+    ``"json_schema"`` (``schema``, named ``name``, ``strict`` as OpenAI means it)."""
+
+    type: Literal["json_object", "json_schema"]
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+# Anthropic thinking budgets for an effort, and back (the smallest effort whose budget
+# covers it): the protocols say the same thing in different units.
+EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 
 
 @dataclass(slots=True)
@@ -99,6 +126,8 @@ class ChatRequest:
     """What a chat request asks for, independent of protocol.
 
     ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"`` or a tool name.
+    ``reasoning_effort`` is one of :data:`REASONING_EFFORTS`; ``reasoning_budget`` the
+    thinking token budget where the protocol counts in tokens (Anthropic).
     """
 
     model: str
@@ -112,6 +141,12 @@ class ChatRequest:
     tool_choice: str | None = None
     stream: bool = False
     include_usage: bool = False
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
+    reasoning_budget: int | None = None
+    response_format: ResponseFormat | None = None
+    metadata: dict[str, str] | None = None
+    seed: int | None = None
 
 
 # --- validation helpers --------------------------------------------------------
@@ -173,6 +208,87 @@ def _parse_arguments(text: str, where: str) -> Any:
         return orjson.loads(text) if text.strip() else {}
     except orjson.JSONDecodeError:
         raise RequestError(f"{where} must be valid JSON", param=where) from None
+
+
+def opt_bool(body: Mapping[str, Any], key: str) -> bool | None:
+    """``body[key]`` if it is a boolean (``None`` if absent); else RequestError."""
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise RequestError(f"{key} must be a boolean", param=key)
+
+
+def opt_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{key} must be an integer", param=key)
+    return value
+
+
+def read_effort(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if value not in REASONING_EFFORTS:
+        raise RequestError(f"{where} must be one of {', '.join(REASONING_EFFORTS)}", param=where)
+    return str(value)
+
+
+def effort_for_budget(budget: int) -> str:
+    """The reasoning effort a thinking budget amounts to."""
+    for effort, tokens in EFFORT_BUDGETS.items():
+        if budget <= tokens:
+            return effort
+    return "high"
+
+
+def read_metadata(value: Any, where: str = "metadata") -> dict[str, str] | None:
+    if value is None:
+        return None
+    meta = _obj(value, where)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise RequestError(f"{where} must map strings to strings", param=where)
+    return dict(meta)
+
+
+def read_json_format(
+    kind: Any, spec: Mapping[str, Any] | None, where: str
+) -> ResponseFormat | None:
+    """A structured-output request: ``kind`` is ``text`` (None), ``json_object`` or
+    ``json_schema`` (``spec``: ``name``, ``schema``, ``strict``, ``description``)."""
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return ResponseFormat("json_object")
+    if kind != "json_schema":
+        raise RequestError(
+            f"{where}.type must be text, json_object or json_schema", param=f"{where}.type"
+        )
+    spec = _obj(spec, where)
+    schema = spec.get("schema")
+    strict = spec.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise RequestError(f"{where}.strict must be a boolean", param=f"{where}.strict")
+    return ResponseFormat(
+        "json_schema",
+        name=_str(spec.get("name", "response"), f"{where}.name"),
+        schema=dict(_obj(schema, f"{where}.schema")) if schema is not None else None,
+        strict=strict,
+        description=spec.get("description") if isinstance(spec.get("description"), str) else None,
+    )
+
+
+def json_schema_spec(fmt: ResponseFormat) -> dict[str, Any]:
+    """``name``, ``schema``, ``strict``, ``description`` of a json_schema format."""
+    spec: dict[str, Any] = {"name": fmt.name or "response"}
+    if fmt.description:
+        spec["description"] = fmt.description
+    if fmt.schema is not None:
+        spec["schema"] = fmt.schema
+    if fmt.strict is not None:
+        spec["strict"] = fmt.strict
+    return spec
 
 
 # --- OpenAI chat completions ----------------------------------------------------
@@ -285,6 +401,7 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
                 name=_str(function.get("name"), f"{where}.function.name"),
                 description=function.get("description"),
                 parameters=dict(_obj(params, f"{where}.function.parameters")),
+                strict=opt_bool(function, "strict"),
             )
         )
     tool_choice: str | None = None
@@ -305,6 +422,13 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
     max_tokens = _opt_positive_int(body, "max_completion_tokens") or _opt_positive_int(
         body, "max_tokens"
     )
+    raw_format = body.get("response_format")
+    response_format = None
+    if raw_format is not None:
+        fmt = _obj(raw_format, "response_format")
+        response_format = read_json_format(
+            fmt.get("type"), fmt.get("json_schema"), "response_format"
+        )
     return ChatRequest(
         model=model,
         messages=messages,
@@ -317,6 +441,11 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
         tool_choice=tool_choice,
         stream=bool(body.get("stream", False)),
         include_usage=bool(_obj(stream_options, "stream_options").get("include_usage", False)),
+        parallel_tool_calls=opt_bool(body, "parallel_tool_calls"),
+        reasoning_effort=read_effort(body.get("reasoning_effort"), "reasoning_effort"),
+        response_format=response_format,
+        metadata=read_metadata(body.get("metadata")),
+        seed=opt_int(body, "seed"),
     )
 
 
@@ -369,6 +498,7 @@ def to_openai(req: ChatRequest) -> dict[str, Any]:
                     "name": t.name,
                     **({"description": t.description} if t.description else {}),
                     "parameters": t.parameters,
+                    **({"strict": t.strict} if t.strict is not None else {}),
                 },
             }
             for t in req.tools
@@ -379,6 +509,23 @@ def to_openai(req: ChatRequest) -> dict[str, Any]:
             if req.tool_choice in ("auto", "none", "required")
             else {"type": "function", "function": {"name": req.tool_choice}}
         )
+    if req.parallel_tool_calls is not None and req.tools:
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.reasoning_effort is not None:
+        body["reasoning_effort"] = req.reasoning_effort
+    elif req.reasoning_budget is not None:
+        body["reasoning_effort"] = effort_for_budget(req.reasoning_budget)
+    fmt = req.response_format
+    if fmt is not None:
+        body["response_format"] = (
+            {"type": "json_schema", "json_schema": json_schema_spec(fmt)}
+            if fmt.type == "json_schema"
+            else {"type": "json_object"}
+        )
+    if req.metadata:
+        body["metadata"] = dict(req.metadata)
+    if req.seed is not None:
+        body["seed"] = req.seed
     if req.stream:
         body["stream"] = True
         if req.include_usage:
@@ -493,6 +640,7 @@ def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
             )
         )
     tool_choice: str | None = None
+    parallel: bool | None = None
     if body.get("tool_choice") is not None:
         choice = _obj(body.get("tool_choice"), "tool_choice")
         kind = choice.get("type")
@@ -505,6 +653,16 @@ def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
             raise RequestError(
                 "tool_choice.type must be auto, any, tool or none", param="tool_choice"
             )
+        disable = opt_bool(choice, "disable_parallel_tool_use")
+        parallel = None if disable is None else not disable
+    budget: int | None = None
+    if body.get("thinking") is not None:
+        thinking = _obj(body.get("thinking"), "thinking")
+        if thinking.get("type") == "enabled":
+            budget = _opt_positive_int(thinking, "budget_tokens")
+            if budget is None:
+                raise RequestError("thinking.budget_tokens is required", param="thinking")
+    metadata = read_metadata(body.get("metadata"))
     return ChatRequest(
         model=model,
         messages=messages,
@@ -517,6 +675,10 @@ def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
         tool_choice=tool_choice,
         stream=bool(body.get("stream", False)),
         include_usage=True,  # Anthropic streams always carry usage
+        parallel_tool_calls=parallel,
+        reasoning_budget=budget,
+        reasoning_effort=effort_for_budget(budget) if budget is not None else None,
+        metadata=metadata,
     )
 
 
@@ -555,13 +717,37 @@ def to_anthropic(req: ChatRequest) -> dict[str, Any]:
             }
             for t in req.tools
         ]
-    if req.tool_choice is not None and req.tools:
-        if req.tool_choice == "auto":
-            body["tool_choice"] = {"type": "auto"}
+    if req.tools and req.tool_choice != "none":
+        choice: dict[str, Any] | None = None
+        if req.tool_choice in (None, "auto"):
+            choice = (
+                {"type": "auto"} if req.tool_choice or req.parallel_tool_calls is False else None
+            )
         elif req.tool_choice == "required":
-            body["tool_choice"] = {"type": "any"}
-        elif req.tool_choice != "none":
-            body["tool_choice"] = {"type": "tool", "name": req.tool_choice}
+            choice = {"type": "any"}
+        else:
+            choice = {"type": "tool", "name": req.tool_choice}
+        if choice is not None:
+            if req.parallel_tool_calls is False:
+                choice["disable_parallel_tool_use"] = True
+            body["tool_choice"] = choice
+    budget = req.reasoning_budget
+    if budget is None and req.reasoning_effort is not None:
+        budget = EFFORT_BUDGETS[req.reasoning_effort]
+    if budget is not None:
+        # The Messages API needs the budget below max_tokens and temperature unset.
+        budget = max(1024, budget)
+        body["max_tokens"] = max(body["max_tokens"], budget + 1024)
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        body.pop("temperature", None)
+        body.pop("top_p", None)
+    if req.response_format is not None:
+        raise RequestError(
+            "response_format (structured output) cannot be sent to an Anthropic upstream",
+            param="response_format",
+        )
+    if req.metadata and "user_id" in req.metadata:
+        body["metadata"] = {"user_id": req.metadata["user_id"]}  # its only field
     if req.stream:
         body["stream"] = True
     return body
@@ -590,3 +776,42 @@ def _anthropic_block(part: Part) -> dict[str, Any]:
         "content": part.content,
         **({"is_error": True} if part.is_error else {}),
     }
+
+
+# --- the neutral conversation, serialized (for a response store) ------------------
+
+_PART_TYPES: dict[str, type[Part]] = {
+    "text": TextPart,
+    "image": ImagePart,
+    "tool_call": ToolCallPart,
+    "tool_result": ToolResultPart,
+}
+_PART_NAMES = {cls: name for name, cls in _PART_TYPES.items()}
+
+
+def dump_messages(messages: list[ChatMessage]) -> bytes:
+    """``messages`` as JSON (see :func:`load_messages`)."""
+    return orjson.dumps(
+        [
+            {
+                "role": m.role,
+                "parts": [
+                    {"kind": _PART_NAMES[type(p)], **{f: getattr(p, f) for f in p.__slots__}}
+                    for p in m.parts
+                ],
+            }
+            for m in messages
+        ]
+    )
+
+
+def load_messages(data: bytes) -> list[ChatMessage]:
+    """The messages :func:`dump_messages` wrote."""
+    out: list[ChatMessage] = []
+    for raw in orjson.loads(data):
+        parts: list[Part] = []
+        for item in raw["parts"]:
+            fields = dict(item)
+            parts.append(_PART_TYPES[fields.pop("kind")](**fields))
+        out.append(ChatMessage(raw["role"], parts))
+    return out

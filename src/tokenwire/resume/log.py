@@ -28,7 +28,8 @@ __all__ = [
     "parse_event_id",
 ]
 
-Protocol = Literal["generic", "openai", "anthropic"]
+Protocol = str
+"""``"generic"`` or a registered wire protocol's name: the shape of a stream's events."""
 CancelResult = Literal["cancelled", "finished"]
 
 _STREAM_ID = re.compile(r"[A-Za-z0-9_]{1,128}")
@@ -125,6 +126,7 @@ class EventBuffer:
         "owner",
         "protocol",
         "readers",
+        "record",
         "size",
     )
 
@@ -141,6 +143,7 @@ class EventBuffer:
         self.owner = owner
         # Shared by the buffers of a log with a memory budget (MemoryEventLog).
         self.budget: _Budget | None = None
+        self.record: bytes | None = None  # EventLog.put_record
         # Called when the last reader leaves a stream that has not ended (grace period).
         self.on_idle: Callable[[], None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -338,6 +341,23 @@ class EventLog(ABC):
         """Whether a reader in another process read this stream recently."""
         return False
 
+    @abstractmethod
+    async def snapshot(self, stream_id: str, owner: str = "") -> tuple[bytes, bool]:
+        """The events of a stream of ``owner`` stored so far, joined, and whether the
+        stream has ended; :class:`StreamNotFound` for an unknown stream or another
+        owner's."""
+
+    @abstractmethod
+    async def put_record(self, stream_id: str, data: bytes) -> None:
+        """Keep ``data`` with the stream, as long as the stream is kept (a gateway
+        keeps the request a reply answered, so that a later request can continue the
+        conversation). Raises :class:`LogUnavailable`."""
+
+    @abstractmethod
+    async def get_record(self, stream_id: str, owner: str = "") -> bytes | None:
+        """The record kept with a stream of ``owner`` (``None`` if there is none);
+        :class:`StreamNotFound` for an unknown stream or another owner's."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Stop background work and close connections."""
 
@@ -451,6 +471,17 @@ class MemoryEventLog(EventLog):
         buffer = self._buffer(stream_id, owner)
         return open_buffer(buffer, stream_id, after, protocol)
 
+    async def snapshot(self, stream_id: str, owner: str = "") -> tuple[bytes, bool]:
+        return buffer_snapshot(self._buffer(stream_id, owner))
+
+    async def put_record(self, stream_id: str, data: bytes) -> None:
+        buffer = self._streams.get(stream_id)
+        if buffer is not None:
+            buffer.record = data
+
+    async def get_record(self, stream_id: str, owner: str = "") -> bytes | None:
+        return self._buffer(stream_id, owner).record
+
     async def cancel(self, stream_id: str, owner: str = "") -> CancelResult:
         buffer = self._buffer(stream_id, owner)
         if buffer.end is not None:
@@ -462,6 +493,11 @@ class MemoryEventLog(EventLog):
     async def aclose(self) -> None:
         for stream_id in list(self._streams):
             self._forget(stream_id)
+
+
+def buffer_snapshot(buffer: EventBuffer) -> tuple[bytes, bool]:
+    """A buffer's events so far, joined, and whether its stream has ended."""
+    return b"".join(buffer.entries), buffer.end is not None
 
 
 def _not_found(stream_id: str) -> StreamNotFound:

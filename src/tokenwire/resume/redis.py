@@ -401,6 +401,7 @@ class RedisEventLog(EventLog):
                 key = self._key(stream_id).encode()
             commands.append(_pack([b"PEXPIRE", key, ttl]))
             commands.append(_pack([b"PEXPIRE", key + b":owner", ttl]))
+            commands.append(_pack([b"PEXPIRE", key + b":record", ttl]))
         if not commands:
             return
         if self._pipe_target is not None:
@@ -486,7 +487,7 @@ class RedisEventLog(EventLog):
         self._xadd_heads.pop(stream_id, None)
         with contextlib.suppress(*_FAILURES, TimeoutError):
             async with asyncio.timeout(self._op_timeout):
-                await self._redis.delete(key, key + ":owner")
+                await self._redis.delete(key, key + ":owner", key + ":record")
 
     async def _state(
         self, stream_id: str, what: str, owner_digest: str
@@ -624,6 +625,40 @@ class RedisEventLog(EventLog):
         except (*_FAILURES, TimeoutError) as exc:
             raise self._unavailable("cancel stream", exc) from None
         return "cancelled"
+
+    async def snapshot(self, stream_id: str, owner: str = "") -> tuple[bytes, bool]:
+        await self._state(stream_id, "read the stream", owner)
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                entries: Any = await self._redis.xrange(self._key(stream_id))
+        except (*_FAILURES, TimeoutError) as exc:
+            raise self._unavailable("read the stream", exc) from None
+        events: dict[int, bytes] = {}
+        ended = False
+        for _, fields in entries:
+            for name, value in fields.items():
+                if name == _END:
+                    ended = True
+                else:
+                    events[int(name)] = value
+        return b"".join(events[seq] for seq in sorted(events)), ended
+
+    async def put_record(self, stream_id: str, data: bytes) -> None:
+        key = self._key(stream_id) + ":record"
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await self._redis.set(key, data, px=round(self.expiry * 1000))
+        except (*_FAILURES, TimeoutError) as exc:
+            raise self._unavailable("keep the request", exc) from None
+
+    async def get_record(self, stream_id: str, owner: str = "") -> bytes | None:
+        await self._state(stream_id, "read the request", owner)  # exists, and is owner's
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                data = await self._redis.get(self._key(stream_id) + ":record")
+        except (*_FAILURES, TimeoutError) as exc:
+            raise self._unavailable("read the request", exc) from None
+        return data if isinstance(data, bytes) else None
 
     async def reader_elsewhere(self, stream_id: str) -> bool:
         try:

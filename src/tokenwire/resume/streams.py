@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokenwire.errors import StreamError
+from tokenwire.llm.protocol import protocol_names
 from tokenwire.resume.log import (
     CancelResult,
     EventBuffer,
@@ -24,6 +25,7 @@ from tokenwire.resume.log import (
     MemoryEventLog,
     Protocol,
     StreamNotFound,
+    buffer_snapshot,
     check_stream_id,
     open_buffer,
     parse_event_id,
@@ -34,8 +36,6 @@ from tokenwire.sse import ServerSentEvent
 __all__ = ["Producer", "ResumableStreams", "last_event_id", "make_log", "owner_of"]
 
 logger = logging.getLogger("tokenwire.resume")
-
-_PROTOCOLS = ("generic", "openai", "anthropic")
 
 
 def make_log(spec: str | EventLog | None, **options: Any) -> EventLog:
@@ -454,8 +454,9 @@ class ResumableStreams:
         may resume or cancel it, and only through ``protocol``. Raises
         :class:`~tokenwire.resume.log.LogUnavailable` when the log cannot be reached
         (fast: nothing was started), ``ValueError`` for a bad or taken id."""
-        if protocol not in _PROTOCOLS:
-            raise ValueError(f"protocol must be generic, openai or anthropic, not {protocol!r}")
+        if protocol != "generic" and protocol not in protocol_names():
+            known = ", ".join(protocol_names())
+            raise ValueError(f"protocol must be generic or one of {known}, not {protocol!r}")
         stream_id = check_stream_id(stream_id) if stream_id is not None else secrets.token_hex(8)
         if stream_id in self._local:
             raise ValueError(f"stream id {stream_id!r} is already in use")
@@ -574,6 +575,33 @@ class ResumableStreams:
         if not self.log.shares_buffer:
             await self._connect()
         return await self.log.cancel(stream_id, owner)
+
+    async def snapshot(self, stream_id: str, *, owner: str = "") -> tuple[bytes, bool]:
+        """A stream's events so far, joined, and whether it has ended, wherever it is
+        produced (see :meth:`~tokenwire.resume.log.EventLog.snapshot`)."""
+        check_stream_id(stream_id)
+        producer = self._local.get(stream_id)
+        if producer is not None:
+            if not hmac.compare_digest(producer.buffer.owner, owner):
+                raise StreamNotFound(f"no stream {stream_id!r} (unknown, or expired)")
+            return buffer_snapshot(producer.buffer)
+        if not self.log.shares_buffer:
+            await self._connect()
+        return await self.log.snapshot(stream_id, owner)
+
+    async def put_record(self, stream_id: str, data: bytes) -> None:
+        """Keep ``data`` with a stream of this process as long as the stream is kept
+        (see :meth:`~tokenwire.resume.log.EventLog.put_record`)."""
+        await self.log.put_record(stream_id, data)
+
+    async def get_record(self, stream_id: str, *, owner: str = "") -> bytes | None:
+        """The record kept with a stream of ``owner``, wherever it was produced; raises
+        :class:`~tokenwire.resume.log.StreamNotFound` or
+        :class:`~tokenwire.resume.log.LogUnavailable`."""
+        check_stream_id(stream_id)
+        if not self.log.shares_buffer:
+            await self._connect()
+        return await self.log.get_record(stream_id, owner)
 
     def _cancel_requested(self, stream_id: str) -> None:
         producer = self._local.get(stream_id)

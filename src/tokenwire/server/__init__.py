@@ -5,7 +5,8 @@
   write, prompt cleanup when the client leaves, and a clean end on server shutdown.
 - Senders, for producing from a task as in ``sender, response = X.create(...)``:
   :class:`OpenAISender` (chat-completion chunks), :class:`AnthropicSender` (Messages
-  events; :data:`ClaudeSender` is an alias), :class:`EventSender` (plain events) and
+  events; :data:`ClaudeSender` is an alias), :class:`ResponsesSender` (OpenAI Responses
+  API events), :class:`EventSender` (plain events) and
   :class:`ChunkSender` (the simple browser format ``data: {"chunk": ...}`` then
   ``data: [DONE]``).
 
@@ -50,6 +51,7 @@ from tokenwire.server.senders import (
     ClaudeSender,
     EventSender,
     OpenAISender,
+    ResponsesSender,
 )
 from tokenwire.server.shutdown import request_shutdown, shutdown_requested
 
@@ -60,6 +62,7 @@ __all__ = [
     "EventSender",
     "EventStreamResponse",
     "OpenAISender",
+    "ResponsesSender",
     "encode_item",
     "request_shutdown",
     "shutdown_requested",

@@ -9,7 +9,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 from starlette.background import BackgroundTask
@@ -342,7 +342,7 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
     # How an error event is rendered, and what a shutdown writes last; the protocol
     # senders set these for their wire format.
-    error_protocol: Literal["generic", "openai", "anthropic"] = "generic"
+    error_protocol: str = "generic"  # "generic" or a wire protocol's name
     shutdown_event: bytes | None = None
 
     def __init__(

@@ -20,7 +20,7 @@ import contextlib
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import orjson
 
@@ -35,6 +35,7 @@ from tokenwire.llm.model import (
     Usage,
 )
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
+from tokenwire.llm.openai_responses import ResponsesEventEncoder
 from tokenwire.server.response import EventStreamResponse, OnDisconnect, encode_item
 
 __all__ = [
@@ -43,9 +44,10 @@ __all__ = [
     "ClaudeSender",
     "EventSender",
     "OpenAISender",
+    "ResponsesSender",
 ]
 
-Protocol = Literal["generic", "openai", "anthropic"]
+Protocol = str  # "generic" or a wire protocol's name
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -504,6 +506,101 @@ class AnthropicSender(_Sender):
         encoder = self.encoder
         finish = FinishDelta(_finish_reason(stop_reason), stop_reason, stop_sequence)
         await self._finish_with(encoder.encode(finish) + encoder.done(usage))
+
+    async def _default_finish(self) -> None:
+        await self.send_finish()
+
+
+class ResponsesSender(_Sender):
+    """OpenAI Responses API events, as the official ``openai`` SDK reads them
+    (``client.responses.create(stream=True)``, ``client.responses.stream(...)``).
+
+    ``create()`` queues ``response.created`` and ``response.in_progress`` at once;
+    ``send`` queues ``response.output_text.delta`` events (opening the message item and
+    its text part first); ``send_delta`` any delta (reasoning summaries, refusals,
+    function-call fragments); ``send_finish`` closes what is open and sends
+    ``response.completed`` (``response.incomplete`` for ``"length"`` or
+    ``"content_filter"``) with the whole response and ``usage``. Errors end the stream
+    with the ``error`` event and ``response.failed``, numbered after the events before
+    them. Built on :class:`tokenwire.llm.openai_responses.ResponsesEventEncoder`
+    (``encoder``).
+    """
+
+    __slots__ = ("encoder",)
+
+    protocol: ClassVar[Protocol] = "responses"
+
+    def __init__(
+        self, channel: _Channel, response: EventStreamResponse, encoder: ResponsesEventEncoder
+    ) -> None:
+        super().__init__(channel, response)
+        self.encoder = encoder
+
+    @classmethod
+    def create(
+        cls,
+        id: str | None = None,
+        model: str = "",
+        buffer_size: int = 100,
+        *,
+        ping: float | None = 15.0,
+        send_timeout: float | None = 30.0,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> tuple[ResponsesSender, EventStreamResponse]:
+        """A sender and the response to return. ``id`` defaults to a random ``resp_…``."""
+        encoder = ResponsesEventEncoder(id, model)
+        channel, response = cls._make(
+            buffer_size,
+            encoder.start(),
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+        return cls(channel, response, encoder), response
+
+    async def send(self, text: str) -> None:
+        """Queue one ``response.output_text.delta``."""
+        self._check()
+        await self._channel.put(self.encoder.encode_text(text))
+
+    async def send_delta(self, delta: Delta) -> None:
+        """Queue any delta; see
+        :class:`~tokenwire.llm.openai_responses.ResponsesEventEncoder`."""
+        self._check()
+        data = self.encoder.encode(delta)
+        if self.encoder.ended:
+            await self._finish_with(data)
+        elif data:
+            await self._channel.put(data)
+
+    async def send_tool_call(
+        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
+    ) -> None:
+        """Queue a fragment of function call ``index``: the first carries the call id
+        (``id``) and ``name``, later ones more ``arguments`` text."""
+        await self.send_delta(ToolCallDelta(index, id, name, arguments))
+
+    async def send_finish(
+        self, finish_reason: str = "stop", usage: Usage | Mapping[str, Any] | None = None
+    ) -> None:
+        """Close what is open and queue the terminal event with the whole response;
+        ``usage`` as a :class:`~tokenwire.llm.model.Usage` or OpenAI field names."""
+        self._check()
+        encoder = self.encoder
+        if usage is not None and not isinstance(usage, Usage):
+            usage = Usage(
+                input_tokens=usage.get("input_tokens", usage.get("prompt_tokens")),
+                output_tokens=usage.get("output_tokens", usage.get("completion_tokens")),
+            )
+        data = encoder.encode(FinishDelta(finish_reason)) + encoder.done(usage)
+        await self._finish_with(data)
+
+    def _error_bytes(self, exc: BaseException) -> bytes:
+        if self.encoder.ended:
+            return b""
+        return self.encoder.error(exc)
 
     async def _default_finish(self) -> None:
         await self.send_finish()

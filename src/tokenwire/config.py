@@ -1,8 +1,8 @@
 """Configuration: ``tokenwire.toml`` -> providers, agents, gateway models and settings.
 
 ```toml
-[providers.local]               # type defaults to the name for openai/anthropic/demo
-type = "openai"                 # "openai" | "anthropic" | "demo"
+[providers.local]               # type defaults to the name for built-in providers
+type = "openai"                 # "openai" | "anthropic" | "openai-responses" | "demo"
 base_url = "http://localhost:11434/v1"
 api_key_env = "LOCAL_API_KEY"   # the *name* of the variable; keys never go in the file
 headers = { "X-Team" = "docs" }
@@ -44,11 +44,14 @@ redefines it). ``PROVIDER/MODEL`` (e.g. ``openai/gpt-4o``) reaches a provider di
 only where it opts in: ``expose = true`` (any model) or ``expose = ["gpt-4o", ...]``.
 
 Built in, unless the file redefines them: providers ``demo``, ``openai``
-(``https://api.openai.com/v1``, key from ``OPENAI_API_KEY``) and ``anthropic``
-(``https://api.anthropic.com``, key from ``ANTHROPIC_API_KEY``), and the agent
-``assistant`` using ``demo``. Demo providers also take ``time_to_first_token``,
+(``https://api.openai.com/v1``, key from ``OPENAI_API_KEY``), ``anthropic``
+(``https://api.anthropic.com``, key from ``ANTHROPIC_API_KEY``) and one for every other
+wire protocol with a public endpoint (``openai-responses``: the OpenAI Responses API),
+and the agent ``assistant`` using ``demo``. A provider's ``type`` is ``demo`` or a wire
+protocol's provider type (:mod:`tokenwire.llm.protocol`); Anthropic providers also take
+``anthropic_version``. Demo providers also take ``time_to_first_token``,
 ``time_per_token``, ``seed`` and ``fail_after`` (see
-:class:`~tokenwire.agent.providers.demo.DemoProvider`).
+:class:`~tokenwire.providers.demo.DemoProvider`).
 
 Every problem raises :class:`ConfigError` naming the file, the table and the key.
 """
@@ -61,12 +64,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any
 
-from tokenwire.agent.options import StreamOptions
-
-if TYPE_CHECKING:
-    from tokenwire.agent.agent import Agent
+from tokenwire.llm.protocol import WireProtocol, protocols
+from tokenwire.options import StreamOptions
 
 __all__ = [
     "AgentConfig",
@@ -80,8 +81,15 @@ __all__ = [
     "load_config",
 ]
 
-ProviderType = Literal["openai", "anthropic", "demo"]
-_TYPES: tuple[ProviderType, ...] = ("openai", "anthropic", "demo")
+ProviderType = str
+"""``"demo"``, or a wire protocol's provider type (``"openai"``, ``"anthropic"``,
+``"openai-responses"``, ...: see :mod:`tokenwire.llm.protocol`)."""
+
+
+def _wire_types() -> dict[str, WireProtocol]:
+    return {p.provider_type: p for p in protocols()}
+
+
 DEFAULT_FILE = "tokenwire.toml"
 ENV_VAR = "TOKENWIRE_CONFIG"
 
@@ -118,11 +126,17 @@ class ProviderConfig:
     api_key_env: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeouts: Timeouts = field(default_factory=Timeouts)
-    anthropic_version: str = "2023-06-01"
+    # The wire protocol's own provider settings (Anthropic's anthropic_version).
+    options: Mapping[str, str] = field(default_factory=dict)
     demo: Mapping[str, Any] = field(default_factory=dict)
     # Gateway clients may name this provider's models as PROVIDER/MODEL: all of them
     # (True), only these (a tuple), or none (False, the default).
     expose: bool | tuple[str, ...] = False
+
+    @property
+    def protocol(self) -> str:
+        """The name of the wire protocol the provider speaks (not for ``demo``)."""
+        return _wire_types()[self.type].name
 
     def exposes(self, model: str) -> bool:
         """Whether gateway clients may ask for ``PROVIDER/model`` directly."""
@@ -249,53 +263,39 @@ class Config:
             f"(available: {', '.join(sorted(self.models)) or 'none'}{hint})"
         )
 
-    def agent(self, name: str = "assistant") -> Agent:
-        """A new :class:`~tokenwire.agent.Agent` (with an empty history) for ``name``.
-
-        Raises :class:`ConfigError` for an unknown agent or provider, or a missing key.
-        """
-        from tokenwire.agent.agent import Agent
-        from tokenwire.agent.providers import make_provider
-
+    def agent_spec(self, name: str) -> AgentConfig:
+        """The ``[agents.NAME]`` table (built-in ``assistant`` included); raises
+        :class:`ConfigError` naming the defined agents for an unknown name."""
         spec = self.agents.get(name)
         if spec is None:
             raise ConfigError(
                 f"unknown agent {name!r}{self._where()} (defined: {', '.join(sorted(self.agents))})"
             )
-        provider_config = self.providers[spec.provider]  # checked at load time
-        return Agent(
-            make_provider(provider_config),
-            model=spec.model,
-            system=spec.system,
-            options=spec.options,
-            timeouts=provider_config.timeouts,
-            name=name,
-        )
+        return spec
 
     def _where(self) -> str:
         return f" in {self.source}" if self.source else ""
 
 
-_BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
-    "demo": ProviderConfig("demo", "demo"),
-    "openai": ProviderConfig(
-        "openai", "openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"
-    ),
-    "anthropic": ProviderConfig(
-        "anthropic",
-        "anthropic",
-        base_url="https://api.anthropic.com",
-        api_key_env="ANTHROPIC_API_KEY",
-    ),
-}
+def _builtin_providers() -> dict[str, ProviderConfig]:
+    """``demo``, and one provider per wire protocol with a public default endpoint
+    (``openai``, ``anthropic``, ...), named by its provider type."""
+    builtin = {"demo": ProviderConfig("demo", "demo")}
+    for wire in protocols():
+        if wire.default_base_url is not None and wire.provider_type not in builtin:
+            builtin[wire.provider_type] = ProviderConfig(
+                wire.provider_type,
+                wire.provider_type,
+                base_url=wire.default_base_url,
+                api_key_env=wire.default_key_env,
+            )
+    return builtin
+
+
 _BUILTIN_AGENTS = {"assistant": AgentConfig("assistant", "demo", "demo")}
 
 _PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts", "expose"}
-_EXTRA_KEYS: dict[str, set[str]] = {
-    "openai": set(),
-    "anthropic": {"anthropic_version"},
-    "demo": {"time_to_first_token", "time_per_token", "seed", "fail_after"},
-}
+_DEMO_KEYS = {"time_to_first_token", "time_per_token", "seed", "fail_after"}
 _AGENT_KEYS = {"provider", "model", "system", "options"}
 _MODEL_KEYS = {"provider", "model", "timeouts"}
 _GATEWAY_KEYS = {
@@ -357,10 +357,11 @@ def from_mapping(data: Mapping[str, Any], *, source: Path | None = None) -> Conf
     unknown = set(data) - {"providers", "agents", "models", "gateway"}
     if unknown:
         raise ConfigError(f"{where}unknown top-level table(s): {', '.join(sorted(unknown))}")
-    providers = dict(_BUILTIN_PROVIDERS)
+    builtin = _builtin_providers()
+    providers = dict(builtin)
     for name in _table(data, "providers", where):
         providers[name] = _provider(
-            name, _table(data["providers"], name, where, "providers."), where
+            name, _table(data["providers"], name, where, "providers."), where, builtin
         )
     agents = dict(_BUILTIN_AGENTS)
     for name in _table(data, "agents", where):
@@ -420,24 +421,29 @@ def _positive_int(table: Mapping[str, Any], key: str, place: str) -> int:
     return value
 
 
-def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
+def _provider(
+    name: str, table: dict[str, Any], where: str, builtin: Mapping[str, ProviderConfig]
+) -> ProviderConfig:
     place = f"{where}[providers.{name}]"
-    kind = table.get("type", name if name in _TYPES else None)
-    if kind not in _TYPES:
+    wires = _wire_types()
+    types = (*wires, "demo")
+    kind = table.get("type", name if name in types else None)
+    if kind not in types:
         raise ConfigError(
-            f"{place}: type must be one of {', '.join(_TYPES)}"
+            f"{place}: type must be one of {', '.join(types)}"
             + (f", not {kind!r}" if kind is not None else " (it is missing)")
         )
-    ptype = cast(ProviderType, kind)
-    _check_keys(table, _PROVIDER_KEYS | _EXTRA_KEYS[ptype], place)
-    base = _BUILTIN_PROVIDERS.get(ptype)
+    wire = wires.get(kind)
+    extra = set(wire.provider_options) if wire is not None else _DEMO_KEYS
+    _check_keys(table, _PROVIDER_KEYS | extra, place)
+    base = builtin.get(kind)
     base_url = _string(table, "base_url", place) or (base.base_url if base else None)
     if "api_key_env" in table:
         api_key_env = _string(table, "api_key_env", place)
     else:
         # A redefined built-in keeps its variable; other OpenAI-compatible servers
         # (Ollama, vLLM) often need no key at all.
-        api_key_env = base.api_key_env if base and name == ptype else None
+        api_key_env = base.api_key_env if base and name == kind else None
     headers = table.get("headers", {})
     if not isinstance(headers, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
@@ -445,7 +451,8 @@ def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
         raise ConfigError(f"{place}: headers must be a table of strings")
     timeouts = _timeouts(_table(table, "timeouts", where, f"providers.{name}."), place)
     demo: dict[str, Any] = {}
-    if ptype == "demo":
+    options: dict[str, str] = {}
+    if wire is None:
         for key in ("time_to_first_token", "time_per_token"):
             if key in table:
                 demo[key] = _seconds(table, key, place)
@@ -455,8 +462,11 @@ def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ConfigError(f"{place}: {key} must be an integer, not {value!r}")
                 demo[key] = value
-    elif ptype == "openai" and not base_url:
-        raise ConfigError(f"{place}: base_url is required")
+    else:
+        if not base_url:
+            raise ConfigError(f"{place}: base_url is required")
+        for key, default in wire.provider_options.items():
+            options[key] = _string(table, key, place) or default
     expose = table.get("expose", False)
     if isinstance(expose, list) and all(isinstance(m, str) for m in expose):
         expose = tuple(expose)
@@ -464,12 +474,12 @@ def _provider(name: str, table: dict[str, Any], where: str) -> ProviderConfig:
         raise ConfigError(f"{place}: expose must be true, false or a list of model names")
     return ProviderConfig(
         name=name,
-        type=ptype,
+        type=kind,
         base_url=base_url,
         api_key_env=api_key_env,
         headers=MappingProxyType(dict(headers)),
         timeouts=timeouts,
-        anthropic_version=_string(table, "anthropic_version", place) or "2023-06-01",
+        options=MappingProxyType(options),
         demo=MappingProxyType(demo),
         expose=expose,
     )

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import hashlib
 import itertools
 import math
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from functools import cache
 from importlib.resources import files
 from typing import Final
 
-from tokenwire.agent.providers.base import ProviderRequest
-from tokenwire.agent.stops import StopFilter
 from tokenwire.llm.model import (
     Delta,
     ErrorDelta,
@@ -32,6 +31,9 @@ from tokenwire.llm.model import (
     Usage,
     UsageDelta,
 )
+from tokenwire.llm.requests import ChatRequest, ToolResultPart
+from tokenwire.llm.stops import StopFilter
+from tokenwire.providers.base import Item, ProviderRequest, first_token_items
 
 __all__ = ["DemoProvider"]
 
@@ -87,7 +89,7 @@ class _Chain:
 
 @cache
 def _chain() -> _Chain:
-    text = files("tokenwire.agent").joinpath("corpus.txt").read_text(encoding="utf-8")
+    text = files("tokenwire.providers").joinpath("corpus.txt").read_text(encoding="utf-8")
     return _Chain(text)
 
 
@@ -135,22 +137,36 @@ class DemoProvider:
             f"time_per_token={self.time_per_token}, seed={self.seed!r})"
         )
 
+    protocol: str | None = None  # no wire: deltas only
+    secret: bytes | None = None
+
     async def aclose(self) -> None:
         """Nothing to release."""
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[Delta]:
-        """Compose a reply for ``request`` (see the class docstring)."""
+        """Compose a reply for a conversation turn (see the class docstring)."""
+        async with contextlib.aclosing(self._reply(request.to_chat())) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def open(self, request: ChatRequest, *, raw: bool = False) -> AsyncIterator[Item]:
+        """The reply's items (deltas only: the demo model has no wire bytes)."""
+        return first_token_items(_items(self._reply(request)))
+
+    async def _reply(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         chain = _chain()
-        opts = request.options
-        temperature = 1.0 if opts.temperature is None else opts.temperature
+        temperature = 1.0 if request.temperature is None else request.temperature
         digest = hashlib.blake2b(digest_size=16)
         for part in (request.model, request.system or ""):
             digest.update(part.encode() + b"\x00")
         input_tokens = len((request.system or "").split())
         for message in request.messages:
-            digest.update(f"{message.role}\x00{message.content}\x00".encode())
-            input_tokens += len(message.content.split())
-        seed = opts.seed if opts.seed is not None else self.seed
+            text = message.text or "\n".join(
+                p.content for p in message.parts if isinstance(p, ToolResultPart)
+            )
+            digest.update(f"{message.role}\x00{text}\x00".encode())
+            input_tokens += len(text.split())
+        seed = request.seed if request.seed is not None else self.seed
         if temperature == 0:
             material = digest.digest()
         elif seed is not None:
@@ -169,8 +185,8 @@ class DemoProvider:
             usage=Usage(input_tokens=input_tokens, output_tokens=0),
         )
 
-        stops = StopFilter(opts.stop_sequences or ())
-        limit = opts.max_tokens
+        stops = StopFilter(request.stop)
+        limit = request.max_tokens
         target = rng.randint(25, 70)
         state = chain.starts[rng.randrange(len(chain.starts))]
         word = state[1]
@@ -214,3 +230,13 @@ class DemoProvider:
             yield TextDelta(rest)
         yield finish
         yield UsageDelta(Usage(input_tokens=input_tokens, output_tokens=produced))
+
+
+async def _items(deltas: AsyncIterator[Delta]) -> AsyncGenerator[Item, None]:
+    try:
+        async for delta in deltas:
+            yield None, [delta]
+    finally:
+        aclose = getattr(deltas, "aclose", None)
+        if aclose is not None:
+            await aclose()
