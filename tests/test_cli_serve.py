@@ -172,3 +172,46 @@ def test_serve_rejects_bad_configuration(tmp_path: Path) -> None:
     result = run_cli("serve", "--port", "99999", cwd=tmp_path)
     assert result.returncode == 2
     assert "between 1 and 65535" in result.stderr
+
+
+def test_chat_speaks_every_protocol_to_the_gateway(tmp_path: Path) -> None:
+    """``tokenwire chat --protocol``: the same reply over chat completions, Anthropic
+    Messages and the Responses API (the demo model, seeded: the same text each time)."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[providers.fable]\ntype = "demo"\nseed = 3\n\n[models.story]\nprovider = "fable"\n'
+    )
+    with serving("--config", str(config), "--log-level", "warning", cwd=tmp_path) as url:
+        replies = {}
+        for protocol in ("openai", "anthropic", "responses"):
+            result = run_cli(
+                "chat",
+                "once upon a time",
+                "--url",
+                f"{url}/v1",
+                "--model",
+                "story",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "40",
+                "--protocol",
+                protocol,
+                cwd=tmp_path,
+            )
+            assert result.returncode == 0, (protocol, result.stderr)
+            assert "time to first token" in result.stderr
+            replies[protocol] = result.stdout.strip()
+        assert replies["openai"] and len(set(replies.values())) == 1, replies
+        bad = run_cli(
+            "chat",
+            "x",
+            "--url",
+            f"{url}/v1",
+            "--protocol",
+            "responses",
+            "--stop",
+            "END",
+            cwd=tmp_path,
+        )
+        assert bad.returncode == 2 and "stop" in bad.stderr and "Traceback" not in bad.stderr

@@ -24,6 +24,10 @@ With ``[gateway] resume`` set (``"memory"`` or a Redis URL), streams are resumab
 ``?last_event_id=``) replays what followed and goes on live, from any gateway process
 sharing the log, and a reply keeps being generated for ``resume_grace`` seconds after
 its client left. ``DELETE /v1/streams/{id}`` stops a stream wherever it runs.
+
+This module holds :class:`Gateway` and :func:`create_app`; the metrics and access log
+are in :mod:`~tokenwire.gateway.records`, the relay's writer and deadlines in
+:mod:`~tokenwire.gateway.relay`, stored replies in :mod:`~tokenwire.gateway.replies`.
 """
 
 from __future__ import annotations
@@ -32,301 +36,52 @@ import asyncio
 import contextlib
 import gc
 import hmac
-import logging
-import secrets
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, Router
-from starlette.types import ASGIApp, Receive
+from starlette.types import ASGIApp
 
 from tokenwire.agent import Agent
 from tokenwire.config import Config, ConfigError, Timeouts, load_config
-from tokenwire.control import guard
 from tokenwire.errors import StreamError
-from tokenwire.gateway.metrics import Counter, Gauge, Histogram, Registry
+from tokenwire.gateway.records import GatewayMetrics, _Record
+from tokenwire.gateway.relay import (
+    Upstream,
+    _bounded,
+    _ClientLeft,
+    _guarded,
+    _Late,
+    _open,
+    _read_body,
+    _scrub,
+    _too_large,
+    _Writer,
+)
+from tokenwire.gateway.replies import StoredReplies
 from tokenwire.llm.accumulate import MessageBuilder, error_from_delta
-from tokenwire.llm.model import (
-    Delta,
-    ErrorDelta,
-    Message,
-    MessageStart,
-    ReasoningDelta,
-    RefusalDelta,
-    TextDelta,
-    ToolCallDelta,
-    UsageDelta,
-)
-from tokenwire.llm.protocol import EventEncoder, WireProtocol, get_protocol, protocols
-from tokenwire.llm.requests import (
-    ChatMessage,
-    ChatRequest,
-    Part,
-    RequestError,
-    TextPart,
-    ToolCallPart,
-    dump_messages,
-    load_messages,
-)
-from tokenwire.providers import DemoProvider, HTTPProvider, Item, make_provider
-from tokenwire.resume import (
-    LogUnavailable,
-    Producer,
-    ResumableStreams,
-    StreamNotFound,
-    check_stream_id,
-    last_event_id,
-    owner_of,
-)
+from tokenwire.llm.model import ErrorDelta, TextDelta, UsageDelta
+from tokenwire.llm.protocol import WireProtocol, get_protocol, protocols
+from tokenwire.llm.requests import ChatRequest, RequestError
+from tokenwire.providers import Item, make_provider
+from tokenwire.resume import LogUnavailable, Producer, ResumableStreams, last_event_id, owner_of
 from tokenwire.server import EventStreamResponse
-from tokenwire.sse import ServerSentEvent, SSEDecoder
+from tokenwire.sse import ServerSentEvent
 
 __all__ = ["Gateway", "create_app"]
 
-Upstream = DemoProvider | HTTPProvider
-access_log = logging.getLogger("tokenwire.gateway.access")
-T = TypeVar("T")
-
-_CONTENT = (TextDelta, ToolCallDelta, ReasoningDelta, RefusalDelta)
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _RETRY_MS = 1000  # the reconnection delay resumable browser streams ask for
-_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 _MAX_LABEL = 100  # characters of a client-chosen name kept in metrics and logs
 _GONE = 499  # the status logged for a request whose client left before the reply
 
 
-class _ClientLeft(Exception):
-    """The client disconnected before its reply started."""
-
-
-class GatewayMetrics:
-    """What ``/metrics`` exposes."""
-
-    def __init__(self) -> None:
-        self.registry = Registry()
-        add = self.registry.add
-        self.requests = add(
-            Counter(
-                "tokenwire_requests_total",
-                "Requests by endpoint, model and HTTP status.",
-                ("endpoint", "model", "status"),
-            )
-        )
-        self.active = add(Gauge("tokenwire_active_streams", "Streams being relayed now."))
-        self.ttft = add(
-            Histogram(
-                "tokenwire_time_to_first_token_seconds",
-                "From request to the first content chunk.",
-                _LATENCY_BUCKETS,
-                ("model", "upstream"),
-            )
-        )
-        self.gap = add(
-            Histogram(
-                "tokenwire_inter_token_seconds",
-                "Time between content chunks.",
-                _GAP_BUCKETS,
-                ("model", "upstream"),
-            )
-        )
-        self.tokens = add(
-            Counter(
-                "tokenwire_tokens_total",
-                "Tokens by direction (input/output), model and upstream.",
-                ("model", "upstream", "direction"),
-            )
-        )
-        self.disconnects = add(
-            Counter(
-                "tokenwire_client_disconnects_total",
-                "Streams whose client left before the end.",
-                ("model", "upstream"),
-            )
-        )
-        self.errors = add(
-            Counter(
-                "tokenwire_errors_total",
-                "Failed requests and streams by error category and upstream.",
-                ("category", "upstream"),
-            )
-        )
-
-
-class _Record:
-    """One request's figures, for the metrics and its access-log line."""
-
-    __slots__ = (
-        "chunks",
-        "endpoint",
-        "first",
-        "id",
-        "input_tokens",
-        "last",
-        "metrics",
-        "model",
-        "outcome",
-        "output_tokens",
-        "started",
-        "status",
-        "upstream",
-    )
-
-    def __init__(self, metrics: GatewayMetrics, endpoint: str) -> None:
-        self.metrics = metrics
-        self.endpoint = endpoint
-        self.id = secrets.token_hex(8)
-        self.started = time.perf_counter()
-        self.model = "-"
-        self.upstream = "-"
-        self.status = 200
-        self.first: float | None = None
-        self.last = 0.0
-        self.chunks = 0
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.outcome = "ok"
-
-    def content(self) -> None:
-        now = time.perf_counter()
-        labels = (self.model, self.upstream)
-        if self.first is None:
-            self.first = now
-            self.metrics.ttft.observe(now - self.started, *labels)
-        else:
-            self.metrics.gap.observe(now - self.last, *labels)
-        self.last = now
-        self.chunks += 1
-
-    def observe(self, deltas: list[Delta]) -> None:
-        for delta in deltas:
-            kind = type(delta)
-            if kind in _CONTENT:
-                self.content()
-            elif kind is UsageDelta or kind is MessageStart:
-                usage = delta.usage  # type: ignore[union-attr]
-                if usage is not None:
-                    if usage.input_tokens is not None:
-                        self.input_tokens = usage.input_tokens
-                    if usage.output_tokens is not None:
-                        self.output_tokens = usage.output_tokens
-
-    def fail(self, err: StreamError, status: int | None = None) -> None:
-        self.outcome = f"error:{err.type}"
-        if status is not None:
-            self.status = status
-        self.metrics.errors.inc(err.type, self.upstream)
-
-    def finish(self) -> None:
-        metrics = self.metrics
-        metrics.requests.inc(self.endpoint, self.model, str(self.status))
-        output = self.output_tokens if self.output_tokens is not None else self.chunks
-        if self.input_tokens:
-            metrics.tokens.inc(self.model, self.upstream, "input", amount=self.input_tokens)
-        if output:
-            metrics.tokens.inc(self.model, self.upstream, "output", amount=output)
-        if self.outcome == "disconnect":
-            metrics.disconnects.inc(self.model, self.upstream)
-        if access_log.isEnabledFor(logging.INFO):
-            ttft = None if self.first is None else round((self.first - self.started) * 1000, 2)
-            line = {
-                "stream_id": self.id,
-                "endpoint": self.endpoint,
-                "model": self.model,
-                "upstream": self.upstream,
-                "status": self.status,
-                "ttft_ms": ttft,
-                "chunks": self.chunks,
-                "input_tokens": self.input_tokens,
-                "output_tokens": output,
-                "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
-                "outcome": self.outcome,
-            }
-            access_log.info(orjson.dumps(line).decode())
-
-
-class _Writer:
-    """Upstream items -> bytes in the client's protocol (pass-through or translation),
-    with the upstream's key scrubbed from whatever it sent."""
-
-    __slots__ = ("_encoder", "_rename", "_reply_id", "_secret", "_wire")
-
-    def __init__(
-        self,
-        wire: WireProtocol,
-        upstream: Upstream,
-        include_usage: bool,
-        reply_id: str | None = None,
-    ) -> None:
-        self._wire = wire
-        self._secret = upstream.secret
-        self._encoder: EventEncoder | None = None
-        # A stored reply is known by the gateway's id: a translated stream is written with
-        # it, a passed-through one has the upstream's id replaced by it.
-        self._reply_id = reply_id
-        self._rename: tuple[bytes, bytes] | None = None
-        if upstream.protocol != wire.name:
-            self._encoder = wire.encoder(
-                include_usage=include_usage,
-                error_provider=upstream.protocol or wire.name,
-                id=reply_id,
-            )
-
-    def write(self, raw: bytes | None, deltas: list[Delta]) -> bytes:
-        encoder = self._encoder
-        if encoder is None:
-            out = raw or b""
-            if self._reply_id is not None:
-                out = self._renamed(out, deltas)
-        elif len(deltas) == 1:
-            out = encoder.encode(deltas[0])
-        else:
-            out = b"".join([encoder.encode(d) for d in deltas])
-        return _scrub(out, self._secret)
-
-    def _renamed(self, out: bytes, deltas: list[Delta]) -> bytes:
-        rename = self._rename
-        if rename is None:
-            for delta in deltas:
-                if type(delta) is MessageStart and delta.id and self._reply_id:
-                    rename = self._rename = (delta.id.encode(), self._reply_id.encode())
-                    break
-            else:
-                return out
-        old, new = rename
-        return out.replace(old, new) if old in out else out
-
-    def done(self) -> bytes:
-        encoder = self._encoder
-        if encoder is None or encoder.ended:
-            return b""
-        return encoder.done()
-
-    def error(self, err: StreamError) -> bytes:
-        encoder = self._encoder
-        if encoder is None:
-            out = self._wire.error_event(err)
-        elif encoder.ended:
-            return b""
-        else:
-            out = encoder.error(err)
-        return _scrub(out, self._secret)
-
-
-def _scrub(data: bytes, secret: bytes | None) -> bytes:
-    """``data`` without ``secret`` (an upstream's key) in it."""
-    if secret is not None and secret in data:
-        return data.replace(secret, b"***")
-    return data
-
-
-class Gateway:
+class Gateway(StoredReplies):
     """The gateway's state (configuration, upstreams, agents, metrics) and handlers."""
 
     def __init__(self, config: Config) -> None:
@@ -582,129 +337,6 @@ class Gateway:
             headers={"x-tokenwire-stream-id": record.id},
         )
 
-    # -- stored replies (protocols with a reply_path, on gateways with a store) -----------
-
-    async def _keep_request(self, stream_id: str, chat: ChatRequest) -> None:
-        """Keep the conversation a reply answers, for a request that continues it."""
-        assert self.streams is not None
-        record = {"system": chat.system, "messages": orjson.Fragment(dump_messages(chat.messages))}
-        await self.streams.put_record(stream_id, orjson.dumps(record))
-
-    def _reply_stream(self, wire: WireProtocol, reply_id: str, param: str | None = None) -> str:
-        """The stream id behind a reply id the gateway gave out (StreamError if none)."""
-        if self.streams is None:
-            raise StreamError(
-                "invalid_request" if param else "not_found",
-                f"{param or 'looking up a reply'} needs a reply store, and this gateway keeps "
-                "none (turn on [gateway] resume)",
-                status=400 if param else 404,
-                param=param,
-            )
-        stream_id = reply_id[len(wire.id_prefix) :] if reply_id.startswith(wire.id_prefix) else ""
-        try:
-            check_stream_id(stream_id)
-        except ValueError:
-            raise StreamError(
-                "invalid_request" if param else "not_found",
-                f"no reply {reply_id[:100]!r}",
-                status=400 if param else 404,
-                param=param,
-            ) from None
-        return stream_id
-
-    async def _stored(
-        self, wire: WireProtocol, stream_id: str, owner: str
-    ) -> tuple[Message, str | None]:
-        """A stored reply so far, and its status for the protocol (None: finished)."""
-        assert self.streams is not None
-        events, ended = await self.streams.snapshot(stream_id, owner=owner)
-        decoder = wire.decoder()
-        sse = SSEDecoder()
-        for event in (*sse.feed(events), *sse.feed(b"\n\n")):
-            decoder.feed(event)
-        if decoder.error is not None:
-            status: str | None = "failed"
-        elif not ended or not decoder.done:
-            status = "in_progress"
-        else:
-            status = None
-        return decoder.message, status
-
-    async def _continued(
-        self, chat: ChatRequest, wire: WireProtocol, previous: Any, owner: str
-    ) -> ChatRequest:
-        """``chat`` after the conversation of the stored reply ``previous`` and that
-        reply (as OpenAI's ``previous_response_id``; instructions are not carried)."""
-        field = wire.previous_reply_field
-        if not isinstance(previous, str):
-            raise StreamError(
-                "invalid_request", f"{field} must be a string", status=400, param=field
-            )
-        stream_id = self._reply_stream(wire, previous, field)
-        assert self.streams is not None
-        try:
-            data = await self.streams.get_record(stream_id, owner=owner)
-            message, status = await self._stored(wire, stream_id, owner)
-        except StreamNotFound:
-            data = None
-            status = "missing"
-        if data is None or status is not None:
-            raise StreamError(
-                "invalid_request",
-                f"previous reply {previous[:100]!r} not found"
-                if status in (None, "missing")
-                else f"previous reply {previous[:100]!r} is {status}",
-                status=400,
-                param=field,
-            )
-        kept = orjson.loads(data)
-        answer: list[Part] = [TextPart(message.text)] if message.text else []
-        answer += [ToolCallPart(c.id, c.name, c.arguments or "{}") for c in message.tool_calls]
-        history = [*load_messages(orjson.dumps(kept["messages"])), ChatMessage("assistant", answer)]
-        return replace(chat, messages=[*history, *chat.messages])
-
-    def reply_handlers(self, wire: WireProtocol) -> tuple[Any, Any]:
-        """``GET`` and ``POST .../cancel`` handlers for ``wire.reply_path``."""
-
-        async def get(request: Request) -> Response:
-            reply_id = request.path_params["reply_id"]
-            try:
-                owner = self._authenticate(request)
-                stream_id = self._reply_stream(wire, reply_id)
-                assert self.streams is not None
-                query = request.query_params
-                if query.get("stream", "").lower() in ("true", "1"):
-                    skip = wire.replay_after(query)
-                    if skip is None:
-                        raise StreamError(
-                            "invalid_request", "malformed replay position", status=400
-                        )
-                    return await self.streams.resume(
-                        f"{stream_id}-{skip}", protocol=wire.name, owner=owner
-                    )
-                message, status = await self._stored(wire, stream_id, owner)
-            except StreamError as err:
-                return self._error_response(err, wire.name)
-            body = wire.whole_reply(message, id=reply_id, model=message.model or "", status=status)
-            return Response(orjson.dumps(body), media_type="application/json")
-
-        async def cancel(request: Request) -> Response:
-            reply_id = request.path_params["reply_id"]
-            try:
-                owner = self._authenticate(request)
-                stream_id = self._reply_stream(wire, reply_id)
-                assert self.streams is not None
-                outcome = await self.streams.cancel(stream_id, owner=owner)
-                message, status = await self._stored(wire, stream_id, owner)
-            except StreamError as err:
-                return self._error_response(err, wire.name)
-            if outcome == "cancelled":
-                status = "cancelled"
-            body = wire.whole_reply(message, id=reply_id, model=message.model or "", status=status)
-            return Response(orjson.dumps(body), media_type="application/json")
-
-        return get, cancel
-
     async def _relay(
         self,
         items: AsyncIterator[Item],
@@ -887,122 +519,6 @@ class Gateway:
         return Response(
             self.metrics.registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
-
-
-def _guarded(
-    items: AsyncIterator[Item], timeouts: Timeouts, accepted: float
-) -> AsyncGenerator[Item, None]:
-    return guard(
-        items,
-        timeout=timeouts.total,
-        first_chunk_timeout=timeouts.first_token,
-        idle_timeout=timeouts.idle,
-        started=accepted,
-    )
-
-
-async def _open(
-    upstream: Upstream,
-    chat: ChatRequest,
-    raw: bool,
-    timeouts: Timeouts,
-    accepted: float,
-    receive: Receive | None = None,
-) -> AsyncIterator[Item]:
-    """``upstream.open``, within the route's first-token and total deadlines counted
-    from ``accepted`` (a silent upstream gets a 504, not a hung client), and, with
-    ``receive``, only while the client is there."""
-    deadlines = ((timeouts.first_token, "first_chunk_timeout"), (timeouts.total, "timeout"))
-    limits = [
-        (accepted + seconds, seconds, code) for seconds, code in deadlines if seconds is not None
-    ]
-    when, seconds, code = min(limits) if limits else (None, 0.0, "")
-    try:
-        return await _bounded(upstream.open(chat, raw=raw), when, receive)
-    except _Late:
-        raise StreamError(
-            "timeout",
-            f"The upstream sent no response within {seconds:g} s ({code}).",
-            status=504,
-            code=code,
-        ) from None
-
-
-class _Late(Exception):
-    """The deadline of _bounded passed."""
-
-
-async def _bounded(awaitable: Awaitable[T], deadline: float | None, receive: Receive | None) -> T:
-    """Await ``awaitable`` in this task; if the event loop time ``deadline`` passes first
-    raise _Late, and if the client (its request body already read: ``receive`` only
-    reports the disconnect then) leaves first raise _ClientLeft. Either way
-    ``awaitable`` is cancelled at once, which closes an upstream request in flight.
-
-    One timer and one watcher task: asyncio.timeout and asyncio.wait would cost more
-    per request, and this runs for every request."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    why: list[type[Exception]] = []  # set once, by whichever comes first
-
-    def stop(reason: type[Exception]) -> None:
-        if not why:
-            why.append(reason)
-            task.cancel()
-
-    def gone(watch: asyncio.Task[None]) -> None:
-        if not watch.cancelled() and watch.exception() is None:
-            stop(_ClientLeft)
-
-    timer = loop.call_at(deadline, stop, _Late) if deadline is not None else None
-    watch = None
-    if receive is not None:
-        watch = loop.create_task(_disconnected(receive))
-        watch.add_done_callback(gone)
-    try:
-        result = await awaitable
-    except asyncio.CancelledError:
-        if why and task.uncancel() == 0:
-            raise why[0] from None
-        raise
-    finally:
-        stopped = bool(why)
-        why.append(Exception)  # too late now: a callback still queued does nothing
-        if timer is not None:
-            timer.cancel()
-        if watch is not None:
-            watch.cancel()
-    if stopped:
-        task.uncancel()  # ``awaitable`` swallowed our cancellation and finished anyway
-    return result
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The request body from the ASGI ``receive`` (at most ``limit`` bytes, else 413;
-    _ClientLeft if the client goes away first)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientLeft
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Returns once the client has disconnected."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _too_large(limit: int) -> StreamError:
-    return StreamError("invalid_request", f"request body is larger than {limit} bytes", status=413)
 
 
 def _caller_protocol(request: Request) -> WireProtocol:

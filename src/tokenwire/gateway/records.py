@@ -1,0 +1,173 @@
+"""What the gateway measures: the metrics set ``/metrics`` exposes and one request's
+figures (:class:`_Record`), which feed it and write the request's access-log line."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+import orjson
+
+from tokenwire.errors import StreamError
+from tokenwire.gateway.metrics import Counter, Gauge, Histogram, Registry
+from tokenwire.llm.model import (
+    Delta,
+    MessageStart,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallDelta,
+    UsageDelta,
+)
+
+access_log = logging.getLogger("tokenwire.gateway.access")
+
+_CONTENT = (TextDelta, ToolCallDelta, ReasoningDelta, RefusalDelta)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+
+
+class GatewayMetrics:
+    """What ``/metrics`` exposes."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        add = self.registry.add
+        self.requests = add(
+            Counter(
+                "tokenwire_requests_total",
+                "Requests by endpoint, model and HTTP status.",
+                ("endpoint", "model", "status"),
+            )
+        )
+        self.active = add(Gauge("tokenwire_active_streams", "Streams being relayed now."))
+        self.ttft = add(
+            Histogram(
+                "tokenwire_time_to_first_token_seconds",
+                "From request to the first content chunk.",
+                _LATENCY_BUCKETS,
+                ("model", "upstream"),
+            )
+        )
+        self.gap = add(
+            Histogram(
+                "tokenwire_inter_token_seconds",
+                "Time between content chunks.",
+                _GAP_BUCKETS,
+                ("model", "upstream"),
+            )
+        )
+        self.tokens = add(
+            Counter(
+                "tokenwire_tokens_total",
+                "Tokens by direction (input/output), model and upstream.",
+                ("model", "upstream", "direction"),
+            )
+        )
+        self.disconnects = add(
+            Counter(
+                "tokenwire_client_disconnects_total",
+                "Streams whose client left before the end.",
+                ("model", "upstream"),
+            )
+        )
+        self.errors = add(
+            Counter(
+                "tokenwire_errors_total",
+                "Failed requests and streams by error category and upstream.",
+                ("category", "upstream"),
+            )
+        )
+
+
+class _Record:
+    """One request's figures, for the metrics and its access-log line."""
+
+    __slots__ = (
+        "chunks",
+        "endpoint",
+        "first",
+        "id",
+        "input_tokens",
+        "last",
+        "metrics",
+        "model",
+        "outcome",
+        "output_tokens",
+        "started",
+        "status",
+        "upstream",
+    )
+
+    def __init__(self, metrics: GatewayMetrics, endpoint: str) -> None:
+        self.metrics = metrics
+        self.endpoint = endpoint
+        self.id = secrets.token_hex(8)
+        self.started = time.perf_counter()
+        self.model = "-"
+        self.upstream = "-"
+        self.status = 200
+        self.first: float | None = None
+        self.last = 0.0
+        self.chunks = 0
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.outcome = "ok"
+
+    def content(self) -> None:
+        now = time.perf_counter()
+        labels = (self.model, self.upstream)
+        if self.first is None:
+            self.first = now
+            self.metrics.ttft.observe(now - self.started, *labels)
+        else:
+            self.metrics.gap.observe(now - self.last, *labels)
+        self.last = now
+        self.chunks += 1
+
+    def observe(self, deltas: list[Delta]) -> None:
+        for delta in deltas:
+            kind = type(delta)
+            if kind in _CONTENT:
+                self.content()
+            elif kind is UsageDelta or kind is MessageStart:
+                usage = delta.usage  # type: ignore[union-attr]
+                if usage is not None:
+                    if usage.input_tokens is not None:
+                        self.input_tokens = usage.input_tokens
+                    if usage.output_tokens is not None:
+                        self.output_tokens = usage.output_tokens
+
+    def fail(self, err: StreamError, status: int | None = None) -> None:
+        self.outcome = f"error:{err.type}"
+        if status is not None:
+            self.status = status
+        self.metrics.errors.inc(err.type, self.upstream)
+
+    def finish(self) -> None:
+        metrics = self.metrics
+        metrics.requests.inc(self.endpoint, self.model, str(self.status))
+        output = self.output_tokens if self.output_tokens is not None else self.chunks
+        if self.input_tokens:
+            metrics.tokens.inc(self.model, self.upstream, "input", amount=self.input_tokens)
+        if output:
+            metrics.tokens.inc(self.model, self.upstream, "output", amount=output)
+        if self.outcome == "disconnect":
+            metrics.disconnects.inc(self.model, self.upstream)
+        if access_log.isEnabledFor(logging.INFO):
+            ttft = None if self.first is None else round((self.first - self.started) * 1000, 2)
+            line = {
+                "stream_id": self.id,
+                "endpoint": self.endpoint,
+                "model": self.model,
+                "upstream": self.upstream,
+                "status": self.status,
+                "ttft_ms": ttft,
+                "chunks": self.chunks,
+                "input_tokens": self.input_tokens,
+                "output_tokens": output,
+                "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+                "outcome": self.outcome,
+            }
+            access_log.info(orjson.dumps(line).decode())
