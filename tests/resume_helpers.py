@@ -1,5 +1,6 @@
 """Helpers for the resumable-stream tests: a real redis-server per test, a TCP proxy
-whose connections can be cut, and raw SSE reading with cuts at arbitrary bytes."""
+whose connections can be cut, ``tokenwire serve`` subprocesses sharing it, and raw SSE
+reading with cuts at arbitrary bytes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import contextlib
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -102,6 +106,45 @@ def redis_server() -> Iterator[RedisServer]:
         server.close()
 
 
+@contextmanager
+def serve_process(
+    cfg: Path, *, stderr: bool = False
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``tokenwire serve --config cfg`` in a subprocess on a free port, yielded as
+    ``(url, process)`` once ``/healthz`` answers; SIGINT (then SIGKILL) afterwards. With
+    ``stderr``, the process's stderr is a pipe, shown if it exits before it is up."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokenwire", "serve", "--config", str(cfg), "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                output = proc.stderr.read().decode() if proc.stderr else ""
+                raise AssertionError(f"the gateway exited: {output}")
+            with contextlib.suppress(httpx2.TransportError):
+                if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the gateway did not come up"
+            time.sleep(0.05)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 class Proxy:
     """A loopback TCP proxy to ``127.0.0.1:target``; :meth:`cut` drops every open
     connection at once (both directions), as a network change would. New connections
@@ -151,7 +194,8 @@ class Proxy:
                     if not data:
                         return
                     (b if sock is a else a).sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: the other direction's pump closed the socket under select
             return
         finally:
             for sock in (a, b):
@@ -160,8 +204,11 @@ class Proxy:
     def cut(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, []
+        # Shut down only: each pump sees end-of-stream and closes its own sockets, so
+        # no thread is left selecting on a closed descriptor.
         for sock in conns:
-            _hard_close(sock)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._closed = True

@@ -5,10 +5,7 @@ resuming elsewhere, SIGKILL and cancellation; headless Chromium for the chat pag
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +19,7 @@ import orjson
 import pytest
 
 from tests.conftest import serve
-from tests.resume_helpers import Proxy, RedisServer, free_port, read, redis_server
+from tests.resume_helpers import Proxy, RedisServer, free_port, read, redis_server, serve_process
 from tokenwire.config import ConfigError, from_mapping
 from tokenwire.gateway import create_app
 from tokenwire.sse import ServerSentEvent
@@ -217,36 +214,8 @@ def gateway_process(tmp: Path, redis: RedisServer, name: str) -> Iterator[tuple[
         '[agents.paced]\nprovider = "slow"\noptions = { temperature = 0 }\n'
         f'[gateway]\nresume = "{redis.url}"\nresume_grace = 5\n'
     )
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tokenwire", "serve", "--config", str(cfg), "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            try:
-                if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not come up"
-            time.sleep(0.05)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serve_process(cfg, stderr=True) as served:
+        yield served
 
 
 @pytest.fixture

@@ -30,6 +30,9 @@ resume_grace = 30                    # seconds a reply goes on after its client 
 resume_expiry = 600                  # seconds a stream is kept after its last event
 resume_fallback = false              # Redis unreachable: stream without resume (else 503)
 resume_memory_bytes = 268435456      # resumable events kept in this process, all streams
+resume_timeout = 1                   # seconds Redis may take to connect or answer a read
+resume_stall = 10                    # a reader errors when the log stalls this long
+resume_write_retry = 30              # seconds a failed Redis write is retried, in order
 max_reply_bytes = 33554432           # an upstream reply longer than this ends with an error
 request_timeout = 30                 # seconds for a request body to arrive
 head_timeout = 10                    # seconds for a request head to arrive (slowloris)
@@ -209,6 +212,9 @@ class GatewayConfig:
     resume_expiry: float = 600.0
     resume_fallback: bool = False
     resume_memory_bytes: int = 256 * 1024 * 1024
+    resume_timeout: float = 1.0
+    resume_stall: float = 10.0
+    resume_write_retry: float = 30.0
     # Limits (docs/production.md). 0 max_connections: derived from the fd limit.
     max_reply_bytes: int = 32 * 1024 * 1024
     request_timeout: float = 30.0
@@ -308,6 +314,9 @@ _GATEWAY_KEYS = {
     "resume_expiry",
     "resume_fallback",
     "resume_memory_bytes",
+    "resume_timeout",
+    "resume_stall",
+    "resume_write_retry",
     "max_reply_bytes",
     "request_timeout",
     "head_timeout",
@@ -322,7 +331,14 @@ _GATEWAY_SIZES = (
     "max_head_bytes",
     "max_request_headers",
 )
-_GATEWAY_TIMES = ("request_timeout", "head_timeout", "keep_alive_timeout")
+_GATEWAY_TIMES = (
+    "request_timeout",
+    "head_timeout",
+    "keep_alive_timeout",
+    "resume_timeout",
+    "resume_stall",
+    "resume_write_retry",
+)
 _RESUME_SCHEMES = ("redis://", "rediss://", "unix://")
 _BUILTIN_MODELS = {"demo": ModelRoute("demo", "demo", "demo")}
 _DEFAULT_GATEWAY = GatewayConfig()

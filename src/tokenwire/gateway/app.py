@@ -101,6 +101,10 @@ class Gateway(StoredReplies):
                 ping=settings.ping,
                 expiry=settings.resume_expiry,
                 max_bytes=settings.resume_memory_bytes,
+                connect_timeout=settings.resume_timeout,
+                read_timeout=settings.resume_timeout,
+                stall=settings.resume_stall,
+                write_give_up=settings.resume_write_retry,
             )
 
     # -- plumbing --------------------------------------------------------------------

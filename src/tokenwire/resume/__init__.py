@@ -102,15 +102,25 @@ shared by any number of processes. Keys (``prefix`` default ``tokenwire``; the
 Writes (``SET NX``, ``XADD``, ``PEXPIRE``) are pipelined on one connection per process
 (opened on first use and again after a failure; ``rediss://`` uses redis-py's pool).
 A write that gets no reply within ``2 x connect_timeout + 1`` seconds drops that
-connection and fails: the batch is logged as lost (readers elsewhere report the gap),
-and a stream being created fails with ``resume_store_unavailable``.
+connection; it is retried, in order and as it was (the same entry ids: an ``XADD``
+whose id is not above the stream's top is a write that had landed), with a backoff, for
+``write_give_up`` seconds (30), while later events wait behind it. Meanwhile the
+producer's heartbeat reports how far behind the log is, and a reader elsewhere that
+waits on it gets ``log_behind`` after ``stall`` seconds (10); a stream given up is
+reported (and, once Redis takes writes, marked in the stream) ``stream_broken``. A
+stream being created while Redis takes no writes fails with
+``resume_store_unavailable``. docs/resumable-streams.md lists every guarantee and the
+tests that show it.
 
 A reader elsewhere tails the stream with blocking ``XREAD`` (``block``, 1 s, per call;
 replay and follow are the same call). Only when a blocking read times out does it
 check that the stream still exists and that its producer's heartbeat is alive: if the
 producer's process died (SIGKILL, crash), the reader delivers everything it wrote and
 ends with an error event (``api_error``, ``code`` ``producer_died``) within about
-``liveness + block`` seconds. Sequence numbers are checked on every read: events
+``2 x liveness + block`` seconds (a missing heartbeat counts only while Redis is seen
+taking writes: a write pause lets heartbeats lapse too). A read that gets no answer
+``read_timeout`` seconds after its blocking wait ends the reader with
+``resume_store_unavailable``. Sequence numbers are checked on every read: events
 trimmed by ``MAXLEN`` or lost when Redis restarted without persistence end the reader
 with ``stream_expired`` instead of a silent gap. Redis failing while reading ends the
 reader with ``resume_store_unavailable``; while writing, the producer's own clients are

@@ -303,11 +303,26 @@ class EventLog(ABC):
 
     async def write_many(
         self, batches: list[tuple[str, list[tuple[int, bytes]], int | None]]
-    ) -> None:
+    ) -> set[str]:
         """:meth:`write` for several streams ``(stream id, events, end)`` at once (one
-        round trip where the log allows it)."""
+        round trip where the log allows it). Returns the streams whose write did not
+        land (to be retried as it was); raises when the log could not be reached."""
+        failed = set()
         for stream_id, events, end in batches:
-            await self.write(stream_id, events, end)
+            try:
+                await self.write(stream_id, events, end)
+            except Exception:
+                failed.add(stream_id)
+        return failed
+
+    def report(self, behind: dict[str, tuple[int, int]]) -> None:  # noqa: B027
+        """Learn which streams of this process the log is behind on: ``{stream id:
+        (last written, last produced)}``, replacing the previous report (a shared log
+        tells readers elsewhere, so they can tell a stalled log from a slow producer)."""
+
+    def mark_broken(self, stream_id: str, written: int) -> None:  # noqa: B027
+        """The producer gave up writing ``stream_id``: the log has its events up to
+        ``written`` only, and readers elsewhere must be told."""
 
     @abstractmethod
     async def discard(self, stream_id: str) -> None:

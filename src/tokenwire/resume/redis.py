@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, cast
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 from redis.asyncio.retry import Retry
@@ -79,6 +80,13 @@ def _pack_xadd(head: bytes, events: list[tuple[int, bytes]]) -> bytes:
 
 
 _END = b"end"
+_BROKEN = b"broken"  # field of the entry that ends a stream its producer gave up
+
+
+def _already_there(reply: bytes) -> bool:
+    """An XADD refused because its entry id is not above the stream's top: a retry of
+    a write that had landed."""
+    return b"equal or smaller than the target stream top item" in reply
 
 
 def _scan_replies(buf: bytes, pos: int, want: int, out: list[bytes]) -> int:
@@ -189,6 +197,10 @@ class RedisEventLog(EventLog):
       heartbeat is taken for dead by readers elsewhere.
     - ``block``: seconds one blocking ``XREAD`` waits before the reader checks the
       producer's heartbeat and the stream's existence.
+    - ``read_timeout``: seconds a reader waits for an answer beyond its blocking wait
+      before it reports the log unavailable (default: ``connect_timeout``).
+    - ``stall``: seconds a reader waits on a stream whose live producer reports the log
+      behind (or while Redis takes no writes) before it ends with an error.
     - ``max_connections``: connections for checks (more wait for one); every reader
       tailing a stream produced elsewhere holds one more connection. Writes
       (creating streams, appending events) share one pipelined connection of their
@@ -206,9 +218,13 @@ class RedisEventLog(EventLog):
         liveness: float = 3.0,
         block: float = 1.0,
         max_connections: int = 32,
+        read_timeout: float | None = None,
+        stall: float = 10.0,
     ) -> None:
         if not expiry > 0 or not liveness > 0 or not block > 0 or not connect_timeout > 0:
             raise ValueError("expiry, liveness, block and connect_timeout must be > 0")
+        if not stall > 0 or (read_timeout is not None and not read_timeout > 0):
+            raise ValueError("stall and read_timeout must be > 0")
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
         self.url = url
@@ -218,6 +234,8 @@ class RedisEventLog(EventLog):
         self.connect_timeout = connect_timeout
         self.liveness = liveness
         self.block = block
+        self.read_timeout = connect_timeout if read_timeout is None else read_timeout
+        self.stall = stall
         self.node = secrets.token_hex(6)
         # One quick retry on a fresh connection (a pooled one may be stale after a
         # server restart); no backoff, so that an unreachable server fails fast.
@@ -237,11 +255,13 @@ class RedisEventLog(EventLog):
                 **common,
             )
         )
+        # Readers' blocking XREADs: a stopped Redis shows as a read that gets no answer
+        # read_timeout after the blocking wait, once (no retry: the reader reports it).
         self._read_redis: Redis = Redis.from_url(
             url,
             max_connections=1_000_000,
-            socket_timeout=block + connect_timeout + 2.0,
-            **common,
+            socket_timeout=block + self.read_timeout,
+            **{**common, "retry": Retry(NoBackoff(), 0)},
         )
         # Pub/sub waits indefinitely for messages; keepalive notices a dead peer.
         self._sub_redis: Redis = Redis.from_url(url, socket_timeout=None, **common)
@@ -264,6 +284,10 @@ class RedisEventLog(EventLog):
         )
         self._pipe: _Pipe | None = None
         self._pipe_lock = asyncio.Lock()
+        # What the heartbeat tells readers elsewhere (EventLog.report / mark_broken).
+        self._behind: dict[str, tuple[int, int]] = {}
+        self._broken: dict[str, tuple[int, float]] = {}  # stream -> (written, when)
+        self._unmarked: set[str] = set()  # broken, marker not written to the stream yet
 
     def __repr__(self) -> str:
         return f"RedisEventLog({self.url!r}, prefix={self.prefix!r}, node={self.node!r})"
@@ -287,8 +311,13 @@ class RedisEventLog(EventLog):
             pubsub = self._sub_redis.pubsub()
             try:
                 async with asyncio.timeout(self._op_timeout):
-                    await self._redis.set(self._node_key, b"1", px=self._liveness_ms)
+                    await self._redis.ping()
                     await pubsub.subscribe(self._channel)
+                # Best effort: during a write pause readers still work here, and the
+                # heartbeat task keeps trying (creating a stream needs a write anyway).
+                with contextlib.suppress(*_FAILURES, TimeoutError):
+                    async with asyncio.timeout(self.read_timeout):
+                        await self._redis.set(self._node_key, b"1", px=self._liveness_ms)
             except (*_FAILURES, TimeoutError) as exc:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -303,14 +332,49 @@ class RedisEventLog(EventLog):
     def _liveness_ms(self) -> int:
         return max(1, round(self.liveness * 1000))
 
+    def report(self, behind: dict[str, tuple[int, int]]) -> None:
+        self._behind = behind
+
+    def mark_broken(self, stream_id: str, written: int) -> None:
+        self._broken[stream_id] = (written, time.monotonic())
+        self._unmarked.add(stream_id)
+
+    def _node_value(self) -> bytes:
+        """The heartbeat's value: ``1``, or which of this process's streams the log is
+        behind on (``behind``: last written, last produced) and which were given up
+        (``broken``: last written)."""
+        if self._broken:
+            cutoff = time.monotonic() - self.expiry
+            self._broken = {s: v for s, v in self._broken.items() if v[1] > cutoff}
+        if not self._behind and not self._broken:
+            return b"1"
+        value: bytes = orjson.dumps(
+            {
+                "behind": {s: list(v) for s, v in self._behind.items()},
+                "broken": {s: v[0] for s, v in self._broken.items()},
+            }
+        )
+        return value
+
     async def _heartbeat(self) -> None:
         """Keep this process's node key alive: readers elsewhere take its absence for the
-        death of every producer here."""
+        death of every producer here. It also carries what the log is behind on, and
+        writes the markers of given-up streams once Redis takes writes again."""
         interval = self.liveness / 3
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._redis.set(self._node_key, b"1", px=self._liveness_ms)
+                await self._redis.set(self._node_key, self._node_value(), px=self._liveness_ms)
+                for stream_id in list(self._unmarked):
+                    broken = self._broken.get(stream_id)
+                    if broken is not None:
+                        # An id above every sequence-numbered entry: the marker comes last.
+                        await self._redis.xadd(
+                            self._key(stream_id),
+                            {_BROKEN: b"%d" % broken[0]},
+                            maxlen=self.max_entries,
+                        )
+                    self._unmarked.discard(stream_id)
             except _FAILURES as exc:
                 logger.warning("resume heartbeat failed: %s", exc)
 
@@ -367,68 +431,90 @@ class RedisEventLog(EventLog):
 
     async def write_many(
         self, batches: list[tuple[str, list[tuple[int, bytes]], int | None]]
-    ) -> None:
+    ) -> set[str]:
         """One round trip for everything: per stream one ``XADD`` of its events, the
         end marker, and the expiry (refreshed at most once a second per stream).
 
         The commands are packed here, in one formatting step per event: redis-py's
-        per-command packing and reply parsing cost more CPU than plain streaming
-        does per event. Raises the first error reply (``ResponseError``) after all
-        replies arrived, ``ConnectionError``/``TimeoutError`` when Redis fails."""
+        per-command packing and reply parsing cost more CPU than plain streaming does
+        per event. Returns the streams whose ``XADD`` failed (an entry id at or below
+        the stream's top means the same write landed before: a success); raises
+        ``ConnectionError``/``TimeoutError`` when Redis fails."""
         now = time.monotonic()
         ttl = b"%d" % round(self.expiry * 1000)
         due = self._expire_due
         heads = self._xadd_heads
         maxlen = b"%d" % self.max_entries
         commands: list[bytes] = []
+        writers: list[str | None] = []  # the stream each command's success matters to
         for stream_id, events, end in batches:
             if events:
                 head = heads.get(stream_id)
                 if head is None:
                     head = heads[stream_id] = _xadd_head(self._key(stream_id).encode(), maxlen)
                 commands.append(_pack_xadd(head, events))
+                writers.append(stream_id)
             if end is not None:
                 key = self._key(stream_id).encode()
                 commands.append(
                     _pack([b"XADD", key, b"MAXLEN", b"~", maxlen, b"%d-1" % end, _END, b"1"])
                 )
+                writers.append(stream_id)
                 due.pop(stream_id, None)
-                heads.pop(stream_id, None)
             elif now < due.get(stream_id, 0.0):
                 continue
             else:
                 due[stream_id] = now + 1.0
                 key = self._key(stream_id).encode()
-            commands.append(_pack([b"PEXPIRE", key, ttl]))
-            commands.append(_pack([b"PEXPIRE", key + b":owner", ttl]))
-            commands.append(_pack([b"PEXPIRE", key + b":record", ttl]))
+            for name in (key, key + b":owner", key + b":record"):
+                commands.append(_pack([b"PEXPIRE", name, ttl]))
+                writers.append(None)
         if not commands:
-            return
+            return set()
         if self._pipe_target is not None:
-            await self._execute(commands)
-            return
+            replies = await self._execute(commands, check=False)
+        else:
+            replies = await self._execute_pooled(commands)
+        failed: set[str] = set()
+        for writer, reply in zip(writers, replies, strict=True):
+            if writer is not None and reply[:1] == b"-" and not _already_there(reply):
+                failed.add(writer)
+        for stream_id, _, end in batches:
+            if end is not None and stream_id not in failed:
+                heads.pop(stream_id, None)
+        if failed:
+            logger.warning("resume: the log refused writes of %d stream(s)", len(failed))
+        return failed
+
+    async def _execute_pooled(self, commands: list[bytes]) -> list[bytes]:
+        """The replies' first lines of ``commands`` on one of redis-py's pooled
+        connections (``rediss://``), error replies as ``-message``."""
         pool = self._redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        replies: list[bytes] = []
         try:
             async with asyncio.timeout(self._op_timeout):
                 await conn.send_packed_command(commands, check_health=False)
-                errors = []
                 for _ in commands:
-                    reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
+                    try:
+                        reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
+                    except ResponseError as exc:
+                        reply = exc
                     if isinstance(reply, Exception):
-                        errors.append(reply)
+                        replies.append(b"-" + str(reply).encode())
+                    else:
+                        replies.append(b"+OK")
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
-        if errors:
-            raise errors[0]
+        return replies
 
-    async def _execute(self, commands: list[bytes]) -> list[bytes]:
+    async def _execute(self, commands: list[bytes], *, check: bool = True) -> list[bytes]:
         """Send packed commands on the lean connection (opened on first use, and again
-        after a failure) and return their replies' first lines; an error reply
-        raises ``ResponseError`` once all replies are in."""
+        after a failure) and return their replies' first lines; with ``check``, an
+        error reply raises ``ResponseError`` once all replies are in."""
         pipe: _Pipe | None = None
         try:
             async with asyncio.timeout(self._op_timeout):
@@ -438,9 +524,10 @@ class RedisEventLog(EventLog):
             if pipe is not None:
                 pipe.close()  # replies may still come: the connection's state is unknown
             raise
-        for reply in replies:
-            if reply[:1] == b"-":
-                raise ResponseError(reply[1:].decode("utf-8", "replace"))
+        if check:
+            for reply in replies:
+                if reply[:1] == b"-":
+                    raise ResponseError(reply[1:].decode("utf-8", "replace"))
         return replies
 
     async def _open_pipe(self) -> _Pipe:
@@ -550,19 +637,25 @@ class RedisEventLog(EventLog):
         start: bytes | str = f"{after}-0"
         last = after
         presence_due = 0.0
+        missing_since: float | None = None  # missing while Redis took writes, since
+        behind_since: float | None = None  # the producer says the log is behind
+        unwritable_since: float | None = None  # Redis refuses writes (a pause, a failover)
         while True:
             now = time.monotonic()
             try:
                 if now >= presence_due:
                     # Tell the producer's grace timer that someone reads (once a second).
+                    # A write pause must not end the reader: reads still work.
                     presence_due = now + self.block
-                    await r.set(presence, b"1", px=presence_ms)
+                    with contextlib.suppress(*_FAILURES, TimeoutError):
+                        async with asyncio.timeout(self.read_timeout):
+                            await r.set(presence, b"1", px=presence_ms)
                 response: Any = await reader.xread({key: start}, count=1000, block=block_ms)
                 if not response:
                     pipe = r.pipeline(transaction=False)
                     pipe.exists(key + ":owner")
-                    pipe.exists(node_key)
-                    owned, alive = await pipe.execute()
+                    pipe.get(node_key)
+                    owned, beat = await pipe.execute()
                     if not owned:
                         yield _error(
                             StreamNotFound(
@@ -573,10 +666,45 @@ class RedisEventLog(EventLog):
                             protocol,
                         )
                         return
-                    if alive:
+                    now = time.monotonic()
+                    if beat is not None:
+                        missing_since = unwritable_since = None
+                        broken, produced = _reported(beat, stream_id)
+                        if broken is not None:
+                            yield _error(_broken(stream_id, broken), protocol)
+                            return
+                        if produced is not None and produced > last:
+                            behind_since = behind_since or now
+                            if now - behind_since > self.stall:
+                                yield _error(_stalled(stream_id, last, produced), protocol)
+                                return
+                        else:
+                            behind_since = None
                         continue
-                    # The heartbeat lapsed: read once more without blocking, in case the
-                    # end was written just before the producer's process stopped.
+                    # No heartbeat: the producer's process died, or Redis lets no write
+                    # through (a pause, a failover) and the heartbeat lapsed meanwhile.
+                    # Dead only when it stays missing for a liveness period after Redis
+                    # was seen taking writes again (the producer had time to beat).
+                    if missing_since is None:
+                        missing_since = now
+                    if not await self._writable():
+                        missing_since = now
+                        unwritable_since = unwritable_since or now
+                        if now - unwritable_since > self.stall:
+                            yield _error(
+                                self._unavailable(
+                                    "reading the stream",
+                                    TimeoutError(f"no write accepted for {self.stall:g}s"),
+                                ),
+                                protocol,
+                            )
+                            return
+                        continue
+                    unwritable_since = None
+                    if now - missing_since < self.liveness:
+                        continue
+                    # Read once more without blocking, in case the end was written just
+                    # before the producer's process stopped.
                     response = await r.xread({key: start}, count=1000)
                     if not response:
                         yield _error(
@@ -592,8 +720,17 @@ class RedisEventLog(EventLog):
                         )
                         return
             except _FAILURES as exc:
-                yield _error(self._unavailable("reading the stream", exc), protocol)
+                if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
+                    # The stream's key now holds something else: the stream is lost.
+                    lost = StreamNotFound(
+                        f"stream {stream_id!r} was lost from the log (its key was replaced)",
+                        code="stream_expired",
+                    )
+                    yield _error(lost, protocol)
+                else:
+                    yield _error(self._unavailable("reading the stream", exc), protocol)
                 return
+            behind_since = None
             out: list[bytes] = []
             for entry_id, fields in response[0][1]:
                 start = entry_id
@@ -603,9 +740,13 @@ class RedisEventLog(EventLog):
                             out.append(_gap(stream_id, last, protocol, after))
                         yield b"".join(out)
                         return
+                    if name == _BROKEN:
+                        out.append(_error(_broken(stream_id, int(value)), protocol))
+                        yield b"".join(out)
+                        return
                     seq = int(name)
                     if seq <= last:
-                        continue
+                        continue  # written twice (a retried write that had landed)
                     if seq != last + 1:
                         out.append(_gap(stream_id, last, protocol, after))
                         yield b"".join(out)
@@ -614,6 +755,15 @@ class RedisEventLog(EventLog):
                     last = seq
             if out:
                 yield out[0] if len(out) == 1 else b"".join(out)
+
+    async def _writable(self) -> bool:
+        """Whether Redis takes a write now (within ``read_timeout``)."""
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                await self._redis.set(f"{self.prefix}:probe:{self.node}", b"1", px=1000)
+        except (*_FAILURES, TimeoutError):
+            return False
+        return True
 
     async def cancel(self, stream_id: str, owner: str = "") -> CancelResult:
         _, _, end, _ = await self._state(stream_id, "cancel stream", owner)
@@ -717,6 +867,43 @@ class _Reader:
 
 def _error(err: StreamError, protocol: Protocol) -> bytes:
     return err.to_sse_event(protocol)
+
+
+def _reported(beat: bytes, stream_id: str) -> tuple[int | None, int | None]:
+    """From a producer's heartbeat: the last written event of ``stream_id`` if it was
+    given up, and the last produced one if the log is behind on it."""
+    if beat[:1] != b"{":
+        return None, None
+    try:
+        report = orjson.loads(beat)
+        broken = report.get("broken", {}).get(stream_id)
+        behind = report.get("behind", {}).get(stream_id)
+        return (
+            int(broken) if broken is not None else None,
+            int(behind[1]) if behind is not None else None,
+        )
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, IndexError):
+        return None, None
+
+
+def _broken(stream_id: str, written: int) -> StreamError:
+    return StreamError(
+        "api_error",
+        f"stream {stream_id!r} broke: its producer could not write it to the log after "
+        f"{format_event_id(stream_id, written)} and gave up",
+        status=502,
+        code="stream_broken",
+    )
+
+
+def _stalled(stream_id: str, last: int, produced: int) -> StreamError:
+    return StreamError(
+        "overloaded",
+        f"the log of stream {stream_id!r} stopped at event {last} while its producer has "
+        f"produced {produced}: the resume store is not taking its writes",
+        status=503,
+        code="log_behind",
+    )
 
 
 def _gap(stream_id: str, last: int, protocol: Protocol, after: int) -> bytes:

@@ -44,8 +44,8 @@ def make_log(spec: str | EventLog | None, **options: Any) -> EventLog:
     ``rediss://`` or ``unix://`` URL -> :class:`~tokenwire.resume.redis.RedisEventLog`
     (needs ``tokenwire[redis]``). ``options`` go to the log's constructor (``expiry``
     for both; ``max_events`` and ``max_bytes`` for memory; ``max_entries``,
-    ``connect_timeout``, ``liveness``, ``block``, ``prefix`` for Redis). Anything else:
-    ``ValueError``."""
+    ``connect_timeout``, ``read_timeout``, ``stall``, ``liveness``, ``block``, ``prefix``
+    for Redis). Anything else: ``ValueError``."""
     if isinstance(spec, EventLog):
         return spec
     if spec is None or spec == "memory":
@@ -128,35 +128,79 @@ def _split(chunk: bytes) -> list[bytes]:
     return [part + b"\n\n" for part in chunk.split(b"\n\n") if part and not _comment_only(part)]
 
 
+class _Pending:
+    """One stream's events not yet in the log: the batch being written (sent at least
+    once, retried as it is: the same entry ids) and the events that came after it."""
+
+    __slots__ = ("done", "end", "events", "failing_since", "head", "head_end", "written")
+
+    def __init__(self) -> None:
+        self.head: list[tuple[int, bytes]] | None = None
+        self.head_end: int | None = None
+        self.events: list[tuple[int, bytes]] = []
+        self.end: int | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.written = 0  # the last sequence number known to be in the log
+        self.failing_since: float | None = None
+
+    @property
+    def produced(self) -> int:
+        """The last sequence number the producer handed over."""
+        for batch in (self.events, self.head):
+            if batch:
+                return batch[-1][0]
+        return max(self.end or 0, self.head_end or 0, self.written)
+
+
 class _Flusher:
     """Appends the events of every producer of this process to the log in the
     background: whatever accumulated during ``interval`` seconds (and during the write
     before) goes in one ``EventLog.write_many`` call (with Redis: one pipeline, one
     round trip, one ``XADD`` per stream). Delivery to readers in this process never
-    waits for it."""
+    waits for it.
 
-    __slots__ = ("_ends", "_interval", "_log", "_pending", "_task", "_wake")
+    A write that fails is retried, in order, as it was (the same entry ids, so that a
+    retry of a write that did land changes nothing), with a backoff, until it lands or
+    ``give_up`` seconds have passed; events that came meanwhile wait behind it. A stream
+    whose writes are behind is reported to the log (``EventLog.report``), so that
+    readers elsewhere can tell a stalled log from a slow producer; one given up is
+    reported broken."""
 
-    def __init__(self, log: EventLog, interval: float) -> None:
+    __slots__ = ("_broken", "_give_up", "_interval", "_log", "_pending", "_task", "_wake")
+
+    def __init__(self, log: EventLog, interval: float, give_up: float) -> None:
         self._log = log
         self._interval = interval
-        self._pending: dict[str, list[tuple[int, bytes]]] = {}
-        self._ends: dict[str, tuple[int, asyncio.Future[None]]] = {}
+        self._give_up = give_up
+        self._pending: dict[str, _Pending] = {}
+        self._broken: set[str] = set()  # given up: nothing more of them is written
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def add(self, stream_id: str, seq: int, data: bytes) -> None:
-        events = self._pending.get(stream_id)
-        if events is None:
-            self._pending[stream_id] = [(seq, data)]
+        pending = self._pending.get(stream_id)
+        if pending is None:
+            if stream_id in self._broken:
+                return  # after a gap, later events would only mislead readers
+            pending = self._pending[stream_id] = _Pending()
+            pending.events.append((seq, data))
             self._poke()
         else:
-            events.append((seq, data))
+            pending.events.append((seq, data))
 
     def end(self, stream_id: str, last: int) -> asyncio.Future[None]:
-        """Mark the stream finished after its events; the future is done once written."""
+        """Mark the stream finished after its events; the future is done once written
+        (or given up)."""
         done = asyncio.get_running_loop().create_future()
-        self._ends[stream_id] = (last, done)
+        if stream_id in self._broken:
+            self._broken.discard(stream_id)
+            done.set_result(None)
+            return done
+        pending = self._pending.get(stream_id)
+        if pending is None:
+            pending = self._pending[stream_id] = _Pending()
+        pending.end = last
+        pending.done = done
         self._poke()
         return done
 
@@ -174,29 +218,72 @@ class _Flusher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        backoff = 0.0
         while True:
-            if not self._pending and not self._ends:
+            if not self._pending:
                 self._wake = loop.create_future()
                 await self._wake
-            if self._interval:
+            if backoff:
+                await asyncio.sleep(backoff)
+            elif self._interval:
                 await asyncio.sleep(self._interval)
-            pending, self._pending = self._pending, {}
-            ends, self._ends = self._ends, {}
-            batches = [
-                (sid, events, ends[sid][0] if sid in ends else None)
-                for sid, events in pending.items()
-            ]
-            batches += [(sid, [], last) for sid, (last, _) in ends.items() if sid not in pending]
+            batches = []
+            for sid, pending in self._pending.items():
+                if pending.head is None:
+                    if not pending.events and pending.end is None:
+                        continue
+                    # Frozen from now on: a retry writes exactly this again.
+                    pending.head, pending.events = pending.events, []
+                    pending.head_end, pending.end = pending.end, None
+                batches.append((sid, pending.head, pending.head_end))
             try:
-                await self._log.write_many(batches)
+                failed = await self._log.write_many(batches)
             except Exception as exc:
-                # Readers elsewhere see the missing events as a gap and say so.
+                failed = {sid for sid, _, _ in batches}
                 logger.warning(
-                    "resume: writing %d stream(s) to the log failed: %s", len(batches), exc
+                    "resume: writing %d stream(s) to the log failed (retrying): %r",
+                    len(batches),
+                    exc,
                 )
-            for _, done in ends.values():
-                if not done.done():
-                    done.set_result(None)
+            now = loop.time()
+            for sid, events, end in batches:
+                pending = self._pending[sid]
+                if sid in failed:
+                    if pending.failing_since is None:
+                        pending.failing_since = now
+                    elif now - pending.failing_since > self._give_up:
+                        self._abandon(sid, pending)
+                    continue
+                pending.failing_since = None
+                pending.head = None
+                pending.written = end if end is not None else events[-1][0]
+                if end is not None:
+                    del self._pending[sid]
+                    if pending.done is not None and not pending.done.done():
+                        pending.done.set_result(None)
+            backoff = min(max(backoff * 2, 0.1), 1.0) if failed else 0.0
+            self._log.report(
+                {
+                    sid: (pending.written, pending.produced)
+                    for sid, pending in self._pending.items()
+                    if pending.failing_since is not None
+                }
+            )
+
+    def _abandon(self, stream_id: str, pending: _Pending) -> None:
+        logger.error(
+            "resume: gave up writing stream %s to the log after %gs: events after %d are "
+            "lost there (readers elsewhere are told)",
+            stream_id,
+            self._give_up,
+            pending.written,
+        )
+        del self._pending[stream_id]
+        self._log.mark_broken(stream_id, pending.written)
+        if pending.done is not None and not pending.done.done():
+            pending.done.set_result(None)
+        else:
+            self._broken.add(stream_id)  # until its producer ends it
 
 
 class Producer:
@@ -397,6 +484,9 @@ class ResumableStreams:
     - ``unavailable_for``: after the log failed to connect, requests fail at once (with
       the same :class:`~tokenwire.resume.log.LogUnavailable`) for this many seconds
       instead of trying again each time.
+    - ``write_give_up``: seconds a write to a shared log is retried (in order, as it
+      was) before the stream is given up there and marked broken for readers elsewhere
+      (the producer's own readers still get everything).
 
     Typical use in a route::
 
@@ -415,6 +505,7 @@ class ResumableStreams:
         send_timeout: float | None = 30.0,
         unavailable_for: float = 2.0,
         log_interval: float = 0.02,
+        write_give_up: float = 30.0,
         **log_options: Any,
     ) -> None:
         if not grace >= 0:
@@ -425,7 +516,9 @@ class ResumableStreams:
         self.send_timeout = send_timeout
         self.unavailable_for = unavailable_for
         self._local: dict[str, Producer] = {}
-        self._flusher = None if self.log.shares_buffer else _Flusher(self.log, log_interval)
+        self._flusher = (
+            None if self.log.shares_buffer else _Flusher(self.log, log_interval, write_give_up)
+        )
         self._down_until = 0.0
         self._down_error: LogUnavailable | None = None
         self.log.on_cancel(self._cancel_requested)
