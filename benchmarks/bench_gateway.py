@@ -30,7 +30,7 @@ Responses on both sides (pass-through, the mock speaking Responses). Targets, fo
 1 stream: added TTFT p50 < 1 ms; 100 streams: added TTFT p99 < 10 ms and added gap p99
 < 0.5 ms, with no bunching.
 
-Run: ``python benchmarks/bench_gateway.py`` (about 2 minutes; ``--quick`` for a
+Run: ``python benchmarks/bench_gateway.py`` (about 2 minutes per route; ``--quick`` for a
 shorter, noisier run). Linux (``sched_setaffinity``); elsewhere it runs unpinned.
 
 Before/after a change: ``--baseline DIR`` also runs a gateway from another checkout
