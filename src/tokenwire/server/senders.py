@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import typing
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import orjson
 
@@ -327,7 +328,81 @@ class ChunkSender(_PlainSender):
         await self._finish_with(_DONE)
 
 
-class OpenAISender(_Sender):
+class _Encoder(typing.Protocol):
+    """What a sender needs of a protocol's encoder."""
+
+    @property
+    def ended(self) -> bool: ...
+    def start(self) -> bytes: ...
+    def encode_text(self, text: str) -> bytes: ...
+    def encode(self, delta: Delta) -> bytes: ...
+
+
+_E = TypeVar("_E", bound=_Encoder)
+
+
+class _EncodingSender(_Sender, Generic[_E]):
+    """The LLM protocols' senders: a protocol encoder (``encoder``) turns deltas into
+    the protocol's events; ``create()`` queues its start events at once."""
+
+    __slots__ = ("encoder",)
+
+    def __init__(self, channel: _Channel, response: EventStreamResponse, encoder: _E) -> None:
+        super().__init__(channel, response)
+        self.encoder = encoder
+
+    @classmethod
+    def _start(
+        cls,
+        encoder: _E,
+        buffer_size: int,
+        *,
+        ping: float | None,
+        send_timeout: float | None,
+        headers: Mapping[str, str] | None,
+        on_disconnect: OnDisconnect | None,
+    ) -> tuple[Self, EventStreamResponse]:
+        channel, response = cls._make(
+            buffer_size,
+            encoder.start(),
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+        return cls(channel, response, encoder), response
+
+    async def send(self, text: str) -> None:
+        """Queue one text delta (opening the protocol's text block or item first where
+        it has them)."""
+        self._check()
+        await self._channel.put(self.encoder.encode_text(text))
+
+    async def send_delta(self, delta: Delta) -> None:
+        """Queue any delta (reasoning, refusal, tool call fragment, usage, finish...);
+        see the protocol's encoder (``encoder``) for what each becomes."""
+        self._check()
+        data = self.encoder.encode(delta)
+        if self.encoder.ended:
+            await self._finish_with(data)
+        elif data:
+            await self._channel.put(data)
+
+    async def send_tool_call(
+        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
+    ) -> None:
+        """Queue a fragment of tool call ``index``: the first carries the call's ``id``
+        and ``name``, later ones more ``arguments`` text."""
+        await self.send_delta(ToolCallDelta(index, id, name, arguments))
+
+    async def send_finish(self) -> None:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    async def _default_finish(self) -> None:
+        await self.send_finish()
+
+
+class OpenAISender(_EncodingSender[OpenAIChunkEncoder]):
     """OpenAI chat-completion chunks, as the official ``openai`` SDK reads them.
 
     ``create()`` queues the role chunk at once (so the client gets its first byte
@@ -336,15 +411,9 @@ class OpenAISender(_Sender):
     :class:`tokenwire.llm.openai_encode.OpenAIChunkEncoder` (``encoder``).
     """
 
-    __slots__ = ("encoder",)
+    __slots__ = ()
 
     protocol: ClassVar[Protocol] = "openai"
-
-    def __init__(
-        self, channel: _Channel, response: EventStreamResponse, encoder: OpenAIChunkEncoder
-    ) -> None:
-        super().__init__(channel, response)
-        self.encoder = encoder
 
     @classmethod
     def create(
@@ -372,38 +441,14 @@ class OpenAISender(_Sender):
             role=role,
             system_fingerprint=system_fingerprint,
         )
-        channel, response = cls._make(
+        return cls._start(
+            encoder,
             buffer_size,
-            encoder.start(),
             ping=ping,
             send_timeout=send_timeout,
             headers=headers,
             on_disconnect=on_disconnect,
         )
-        return cls(channel, response, encoder), response
-
-    async def send(self, text: str) -> None:
-        """Queue one content delta."""
-        self._check()
-        await self._channel.put(self.encoder.encode_text(text))
-
-    async def send_delta(self, delta: Delta) -> None:
-        """Queue any delta (reasoning, refusal, tool call fragment, usage...); see
-        :class:`~tokenwire.llm.openai_encode.OpenAIChunkEncoder`."""
-        self._check()
-        data = self.encoder.encode(delta)
-        if self.encoder.ended:
-            self._ended = True
-            await self._finish_with(data)
-        elif data:
-            await self._channel.put(data)
-
-    async def send_tool_call(
-        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
-    ) -> None:
-        """Queue a fragment of tool call ``index``: the first carries ``id`` and
-        ``name``, later ones more ``arguments`` text."""
-        await self.send_delta(ToolCallDelta(index, id, name, arguments))
 
     async def send_finish(
         self,
@@ -417,29 +462,21 @@ class OpenAISender(_Sender):
         data = encoder.encode(FinishDelta(finish_reason)) + encoder.done(usage)
         await self._finish_with(data)
 
-    async def _default_finish(self) -> None:
-        await self.send_finish()
 
-
-class AnthropicSender(_Sender):
+class AnthropicSender(_EncodingSender[AnthropicEventEncoder]):
     """Anthropic Messages events, as the official ``anthropic`` SDK reads them.
 
     ``create()`` queues ``message_start`` (with ``usage``, the input usage if known)
     and ``ping`` at once; ``send`` queues ``text_delta`` events (opening a text block
-    first); ``send_finish`` closes the open block, then ``message_delta`` (stop
-    reason, stop sequence, usage) and ``message_stop``. Built on
+    first); ``send_tool_call`` opens a ``tool_use`` block and sends the arguments as
+    ``input_json_delta``; ``send_finish`` closes the open block, then ``message_delta``
+    (stop reason, stop sequence, usage) and ``message_stop``. Built on
     :class:`tokenwire.llm.anthropic_encode.AnthropicEventEncoder` (``encoder``).
     """
 
-    __slots__ = ("encoder",)
+    __slots__ = ()
 
     protocol: ClassVar[Protocol] = "anthropic"
-
-    def __init__(
-        self, channel: _Channel, response: EventStreamResponse, encoder: AnthropicEventEncoder
-    ) -> None:
-        super().__init__(channel, response)
-        self.encoder = encoder
 
     @classmethod
     def create(
@@ -457,41 +494,18 @@ class AnthropicSender(_Sender):
     ) -> tuple[AnthropicSender, EventStreamResponse]:
         """A sender and the response to return. ``id`` defaults to a random ``msg_…``."""
         encoder = AnthropicEventEncoder(id, model, role=role, usage=usage)
-        channel, response = cls._make(
+        return cls._start(
+            encoder,
             buffer_size,
-            encoder.start(),
             ping=ping,
             send_timeout=send_timeout,
             headers=headers,
             on_disconnect=on_disconnect,
         )
-        return cls(channel, response, encoder), response
-
-    async def send(self, text: str) -> None:
-        """Queue one ``text_delta``."""
-        self._check()
-        await self._channel.put(self.encoder.encode_text(text))
 
     async def send_thinking(self, text: str = "", signature: str | None = None) -> None:
         """Queue a ``thinking_delta`` (and/or the block's ``signature_delta``)."""
         await self.send_delta(ReasoningDelta(text, signature))
-
-    async def send_delta(self, delta: Delta) -> None:
-        """Queue any delta; see
-        :class:`~tokenwire.llm.anthropic_encode.AnthropicEventEncoder`."""
-        self._check()
-        data = self.encoder.encode(delta)
-        if self.encoder.ended:
-            await self._finish_with(data)
-        elif data:
-            await self._channel.put(data)
-
-    async def send_tool_call(
-        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
-    ) -> None:
-        """Queue a fragment of tool call ``index`` (a ``tool_use`` block): the first
-        carries ``id`` and ``name``; ``arguments`` go out as ``input_json_delta``."""
-        await self.send_delta(ToolCallDelta(index, id, name, arguments))
 
     async def send_finish(
         self,
@@ -507,11 +521,8 @@ class AnthropicSender(_Sender):
         finish = FinishDelta(_finish_reason(stop_reason), stop_reason, stop_sequence)
         await self._finish_with(encoder.encode(finish) + encoder.done(usage))
 
-    async def _default_finish(self) -> None:
-        await self.send_finish()
 
-
-class ResponsesSender(_Sender):
+class ResponsesSender(_EncodingSender[ResponsesEventEncoder]):
     """OpenAI Responses API events, as the official ``openai`` SDK reads them
     (``client.responses.create(stream=True)``, ``client.responses.stream(...)``).
 
@@ -526,15 +537,9 @@ class ResponsesSender(_Sender):
     (``encoder``).
     """
 
-    __slots__ = ("encoder",)
+    __slots__ = ()
 
     protocol: ClassVar[Protocol] = "responses"
-
-    def __init__(
-        self, channel: _Channel, response: EventStreamResponse, encoder: ResponsesEventEncoder
-    ) -> None:
-        super().__init__(channel, response)
-        self.encoder = encoder
 
     @classmethod
     def create(
@@ -550,37 +555,14 @@ class ResponsesSender(_Sender):
     ) -> tuple[ResponsesSender, EventStreamResponse]:
         """A sender and the response to return. ``id`` defaults to a random ``resp_…``."""
         encoder = ResponsesEventEncoder(id, model)
-        channel, response = cls._make(
+        return cls._start(
+            encoder,
             buffer_size,
-            encoder.start(),
             ping=ping,
             send_timeout=send_timeout,
             headers=headers,
             on_disconnect=on_disconnect,
         )
-        return cls(channel, response, encoder), response
-
-    async def send(self, text: str) -> None:
-        """Queue one ``response.output_text.delta``."""
-        self._check()
-        await self._channel.put(self.encoder.encode_text(text))
-
-    async def send_delta(self, delta: Delta) -> None:
-        """Queue any delta; see
-        :class:`~tokenwire.llm.openai_responses.ResponsesEventEncoder`."""
-        self._check()
-        data = self.encoder.encode(delta)
-        if self.encoder.ended:
-            await self._finish_with(data)
-        elif data:
-            await self._channel.put(data)
-
-    async def send_tool_call(
-        self, index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
-    ) -> None:
-        """Queue a fragment of function call ``index``: the first carries the call id
-        (``id``) and ``name``, later ones more ``arguments`` text."""
-        await self.send_delta(ToolCallDelta(index, id, name, arguments))
 
     async def send_finish(
         self, finish_reason: str = "stop", usage: Usage | Mapping[str, Any] | None = None
@@ -601,9 +583,6 @@ class ResponsesSender(_Sender):
         if self.encoder.ended:
             return b""
         return self.encoder.error(exc)
-
-    async def _default_finish(self) -> None:
-        await self.send_finish()
 
 
 def _finish_reason(stop_reason: str) -> str:
