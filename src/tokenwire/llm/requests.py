@@ -152,19 +152,22 @@ class ChatRequest:
 # --- validation helpers --------------------------------------------------------
 
 
-def _obj(value: Any, where: str) -> Mapping[str, Any]:
+def read_object(value: Any, where: str) -> Mapping[str, Any]:
+    """``value`` as an object, or a 400 naming ``where``."""
     if not isinstance(value, Mapping):
         raise RequestError(f"{where} must be an object", param=where)
     return value
 
 
-def _str(value: Any, where: str) -> str:
+def read_str(value: Any, where: str) -> str:
+    """``value`` as a string, or a 400 naming ``where``."""
     if not isinstance(value, str):
         raise RequestError(f"{where} must be a string", param=where)
     return value
 
 
-def _opt_number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
+def opt_number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
+    """``body[key]`` as a number from ``low`` to ``high``, ``None`` if absent."""
     value = body.get(key)
     if value is None:
         return None
@@ -173,7 +176,8 @@ def _opt_number(body: Mapping[str, Any], key: str, low: float, high: float) -> f
     return float(value)
 
 
-def _opt_positive_int(body: Mapping[str, Any], key: str) -> int | None:
+def opt_positive_int(body: Mapping[str, Any], key: str) -> int | None:
+    """``body[key]`` as an integer >= 1, ``None`` if absent."""
     value = body.get(key)
     if value is None:
         return None
@@ -246,7 +250,7 @@ def effort_for_budget(budget: int) -> str:
 def read_metadata(value: Any, where: str = "metadata") -> dict[str, str] | None:
     if value is None:
         return None
-    meta = _obj(value, where)
+    meta = read_object(value, where)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise RequestError(f"{where} must map strings to strings", param=where)
     return dict(meta)
@@ -265,15 +269,15 @@ def read_json_format(
         raise RequestError(
             f"{where}.type must be text, json_object or json_schema", param=f"{where}.type"
         )
-    spec = _obj(spec, where)
+    spec = read_object(spec, where)
     schema = spec.get("schema")
     strict = spec.get("strict")
     if strict is not None and not isinstance(strict, bool):
         raise RequestError(f"{where}.strict must be a boolean", param=f"{where}.strict")
     return ResponseFormat(
         "json_schema",
-        name=_str(spec.get("name", "response"), f"{where}.name"),
-        schema=dict(_obj(schema, f"{where}.schema")) if schema is not None else None,
+        name=read_str(spec.get("name", "response"), f"{where}.name"),
+        schema=dict(read_object(schema, f"{where}.schema")) if schema is not None else None,
         strict=strict,
         description=spec.get("description") if isinstance(spec.get("description"), str) else None,
     )
@@ -303,13 +307,13 @@ def _openai_content(content: Any, where: str) -> list[Part]:
         raise RequestError(f"{where} must be a string or a list of content parts", param=where)
     parts: list[Part] = []
     for i, raw in enumerate(content):
-        item = _obj(raw, f"{where}[{i}]")
+        item = read_object(raw, f"{where}[{i}]")
         kind = item.get("type")
         if kind == "text":
-            parts.append(TextPart(_str(item.get("text"), f"{where}[{i}].text")))
+            parts.append(TextPart(read_str(item.get("text"), f"{where}[{i}].text")))
         elif kind == "image_url":
-            image = _obj(item.get("image_url"), f"{where}[{i}].image_url")
-            url = _str(image.get("url"), f"{where}[{i}].image_url.url")
+            image = read_object(item.get("image_url"), f"{where}[{i}].image_url")
+            url = read_str(image.get("url"), f"{where}[{i}].image_url.url")
             if url.startswith("data:") and ";base64," in url:
                 media_type, _, data = url[5:].partition(";base64,")
                 parts.append(ImagePart(media_type=media_type, data=data))
@@ -322,7 +326,7 @@ def _openai_content(content: Any, where: str) -> list[Part]:
 
 def from_openai(body: Mapping[str, Any]) -> ChatRequest:
     """Read an OpenAI chat-completions request body."""
-    body = _obj(body, "body")
+    body = read_object(body, "body")
     model = _model(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
@@ -334,7 +338,7 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
     messages: list[ChatMessage] = []
     for i, raw in enumerate(raw_messages):
         where = f"messages[{i}]"
-        msg = _obj(raw, where)
+        msg = read_object(raw, where)
         role = msg.get("role")
         if role in ("system", "developer"):
             system.append(
@@ -352,15 +356,15 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
             parts = _openai_content(msg.get("content"), f"{where}.content")
             for j, raw_call in enumerate(msg.get("tool_calls") or []):
                 cwhere = f"{where}.tool_calls[{j}]"
-                call = _obj(raw_call, cwhere)
-                function = _obj(call.get("function"), f"{cwhere}.function")
+                call = read_object(raw_call, cwhere)
+                function = read_object(call.get("function"), f"{cwhere}.function")
                 arguments = function.get("arguments", "{}")
                 if not isinstance(arguments, str):
                     arguments = _json_text(arguments)
                 parts.append(
                     ToolCallPart(
-                        id=_str(call.get("id"), f"{cwhere}.id"),
-                        name=_str(function.get("name"), f"{cwhere}.function.name"),
+                        id=read_str(call.get("id"), f"{cwhere}.id"),
+                        name=read_str(function.get("name"), f"{cwhere}.function.name"),
                         arguments=arguments,
                     )
                 )
@@ -376,7 +380,7 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
                     if isinstance(p, TextPart)
                 )
             )
-            part = ToolResultPart(_str(msg.get("tool_call_id"), f"{where}.tool_call_id"), text)
+            part = ToolResultPart(read_str(msg.get("tool_call_id"), f"{where}.tool_call_id"), text)
             # Results of parallel calls travel together in one user turn.
             if (
                 messages
@@ -391,16 +395,16 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
     tools: list[ToolSpec] = []
     for i, raw_tool in enumerate(body.get("tools") or []):
         where = f"tools[{i}]"
-        tool = _obj(raw_tool, where)
+        tool = read_object(raw_tool, where)
         if tool.get("type", "function") != "function":
             raise RequestError(f"{where}.type must be 'function'", param=where)
-        function = _obj(tool.get("function"), f"{where}.function")
+        function = read_object(tool.get("function"), f"{where}.function")
         params = function.get("parameters") or {"type": "object", "properties": {}}
         tools.append(
             ToolSpec(
-                name=_str(function.get("name"), f"{where}.function.name"),
+                name=read_str(function.get("name"), f"{where}.function.name"),
                 description=function.get("description"),
-                parameters=dict(_obj(params, f"{where}.function.parameters")),
+                parameters=dict(read_object(params, f"{where}.function.parameters")),
                 strict=opt_bool(function, "strict"),
             )
         )
@@ -413,19 +417,19 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
             )
         tool_choice = raw_choice
     elif raw_choice is not None:
-        choice = _obj(raw_choice, "tool_choice")
-        tool_choice = _str(
-            _obj(choice.get("function"), "tool_choice.function").get("name"),
+        choice = read_object(raw_choice, "tool_choice")
+        tool_choice = read_str(
+            read_object(choice.get("function"), "tool_choice.function").get("name"),
             "tool_choice.function.name",
         )
     stream_options = body.get("stream_options") or {}
-    max_tokens = _opt_positive_int(body, "max_completion_tokens") or _opt_positive_int(
+    max_tokens = opt_positive_int(body, "max_completion_tokens") or opt_positive_int(
         body, "max_tokens"
     )
     raw_format = body.get("response_format")
     response_format = None
     if raw_format is not None:
-        fmt = _obj(raw_format, "response_format")
+        fmt = read_object(raw_format, "response_format")
         response_format = read_json_format(
             fmt.get("type"), fmt.get("json_schema"), "response_format"
         )
@@ -434,13 +438,15 @@ def from_openai(body: Mapping[str, Any]) -> ChatRequest:
         messages=messages,
         system="\n\n".join(system) if system else None,
         max_tokens=max_tokens,
-        temperature=_opt_number(body, "temperature", 0, 2),
-        top_p=_opt_number(body, "top_p", 0, 1),
+        temperature=opt_number(body, "temperature", 0, 2),
+        top_p=opt_number(body, "top_p", 0, 1),
         stop=_stop_list(body.get("stop"), "stop"),
         tools=tools,
         tool_choice=tool_choice,
         stream=bool(body.get("stream", False)),
-        include_usage=bool(_obj(stream_options, "stream_options").get("include_usage", False)),
+        include_usage=bool(
+            read_object(stream_options, "stream_options").get("include_usage", False)
+        ),
         parallel_tool_calls=opt_bool(body, "parallel_tool_calls"),
         reasoning_effort=read_effort(body.get("reasoning_effort"), "reasoning_effort"),
         response_format=response_format,
@@ -551,26 +557,28 @@ def _anthropic_blocks(content: Any, where: str) -> list[Part]:
     parts: list[Part] = []
     for i, raw in enumerate(content):
         bwhere = f"{where}[{i}]"
-        block = _obj(raw, bwhere)
+        block = read_object(raw, bwhere)
         kind = block.get("type")
         if kind == "text":
-            parts.append(TextPart(_str(block.get("text"), f"{bwhere}.text")))
+            parts.append(TextPart(read_str(block.get("text"), f"{bwhere}.text")))
         elif kind == "image":
-            source = _obj(block.get("source"), f"{bwhere}.source")
+            source = read_object(block.get("source"), f"{bwhere}.source")
             if source.get("type") == "url":
-                parts.append(ImagePart(url=_str(source.get("url"), f"{bwhere}.source.url")))
+                parts.append(ImagePart(url=read_str(source.get("url"), f"{bwhere}.source.url")))
             else:
                 parts.append(
                     ImagePart(
-                        media_type=_str(source.get("media_type"), f"{bwhere}.source.media_type"),
-                        data=_str(source.get("data"), f"{bwhere}.source.data"),
+                        media_type=read_str(
+                            source.get("media_type"), f"{bwhere}.source.media_type"
+                        ),
+                        data=read_str(source.get("data"), f"{bwhere}.source.data"),
                     )
                 )
         elif kind == "tool_use":
             parts.append(
                 ToolCallPart(
-                    id=_str(block.get("id"), f"{bwhere}.id"),
-                    name=_str(block.get("name"), f"{bwhere}.name"),
+                    id=read_str(block.get("id"), f"{bwhere}.id"),
+                    name=read_str(block.get("name"), f"{bwhere}.name"),
                     arguments=_json_text(block.get("input", {})),
                 )
             )
@@ -587,7 +595,7 @@ def _anthropic_blocks(content: Any, where: str) -> list[Part]:
             )
             parts.append(
                 ToolResultPart(
-                    tool_call_id=_str(block.get("tool_use_id"), f"{bwhere}.tool_use_id"),
+                    tool_call_id=read_str(block.get("tool_use_id"), f"{bwhere}.tool_use_id"),
                     content=text,
                     is_error=bool(block.get("is_error", False)),
                 )
@@ -601,18 +609,18 @@ def _anthropic_blocks(content: Any, where: str) -> list[Part]:
 
 def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
     """Read an Anthropic messages request body."""
-    body = _obj(body, "body")
+    body = read_object(body, "body")
     model = _model(body)
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise RequestError("messages must be a non-empty list", param="messages")
-    max_tokens = _opt_positive_int(body, "max_tokens")
+    max_tokens = opt_positive_int(body, "max_tokens")
     if max_tokens is None:
         raise RequestError("max_tokens is required", param="max_tokens")
     messages: list[ChatMessage] = []
     for i, raw in enumerate(raw_messages):
         where = f"messages[{i}]"
-        msg = _obj(raw, where)
+        msg = read_object(raw, where)
         role = msg.get("role")
         if role not in ("user", "assistant"):
             raise RequestError(f"{where}.role must be 'user' or 'assistant'", param=f"{where}.role")
@@ -630,25 +638,25 @@ def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
     tools: list[ToolSpec] = []
     for i, raw_tool in enumerate(body.get("tools") or []):
         where = f"tools[{i}]"
-        tool = _obj(raw_tool, where)
+        tool = read_object(raw_tool, where)
         schema = tool.get("input_schema") or {"type": "object", "properties": {}}
         tools.append(
             ToolSpec(
-                name=_str(tool.get("name"), f"{where}.name"),
+                name=read_str(tool.get("name"), f"{where}.name"),
                 description=tool.get("description"),
-                parameters=dict(_obj(schema, f"{where}.input_schema")),
+                parameters=dict(read_object(schema, f"{where}.input_schema")),
             )
         )
     tool_choice: str | None = None
     parallel: bool | None = None
     if body.get("tool_choice") is not None:
-        choice = _obj(body.get("tool_choice"), "tool_choice")
+        choice = read_object(body.get("tool_choice"), "tool_choice")
         kind = choice.get("type")
         mapping = {"auto": "auto", "any": "required", "none": "none"}
         if kind in mapping:
             tool_choice = mapping[kind]
         elif kind == "tool":
-            tool_choice = _str(choice.get("name"), "tool_choice.name")
+            tool_choice = read_str(choice.get("name"), "tool_choice.name")
         else:
             raise RequestError(
                 "tool_choice.type must be auto, any, tool or none", param="tool_choice"
@@ -657,9 +665,9 @@ def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
         parallel = None if disable is None else not disable
     budget: int | None = None
     if body.get("thinking") is not None:
-        thinking = _obj(body.get("thinking"), "thinking")
+        thinking = read_object(body.get("thinking"), "thinking")
         if thinking.get("type") == "enabled":
-            budget = _opt_positive_int(thinking, "budget_tokens")
+            budget = opt_positive_int(thinking, "budget_tokens")
             if budget is None:
                 raise RequestError("thinking.budget_tokens is required", param="thinking")
     metadata = read_metadata(body.get("metadata"))
@@ -668,8 +676,8 @@ def from_anthropic(body: Mapping[str, Any]) -> ChatRequest:
         messages=messages,
         system=system,
         max_tokens=max_tokens,
-        temperature=_opt_number(body, "temperature", 0, 1),
-        top_p=_opt_number(body, "top_p", 0, 1),
+        temperature=opt_number(body, "temperature", 0, 1),
+        top_p=opt_number(body, "top_p", 0, 1),
         stop=_stop_list(body.get("stop_sequences"), "stop_sequences"),
         tools=tools,
         tool_choice=tool_choice,

@@ -22,50 +22,24 @@ from tokenwire.llm.requests import (
     effort_for_budget,
     json_schema_spec,
     opt_bool,
+    opt_number,
+    opt_positive_int,
     read_effort,
     read_json_format,
     read_metadata,
+    read_object,
+    read_str,
 )
-
-
-def _obj(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise RequestError(f"{where} must be an object", param=where)
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise RequestError(f"{where} must be a string", param=where)
-    return value
 
 
 def _opt_str(body: Mapping[str, Any], key: str, where: str) -> str | None:
     value = body.get(key)
-    return None if value is None else _str(value, where)
+    return None if value is None else read_str(value, where)
 
 
 def _list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise RequestError(f"{where} must be a list", param=where)
-    return value
-
-
-def _number(body: Mapping[str, Any], key: str, low: float, high: float) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise RequestError(f"{key} must be a number from {low:g} to {high:g}", param=key)
-    return float(value)
-
-
-def _positive_int(body: Mapping[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(f"{key} must be a positive integer", param=key)
     return value
 
 
@@ -76,7 +50,7 @@ def _image(part: Mapping[str, Any], where: str) -> ImagePart:
             f"{where}.image_url is required (images by file_id cannot be carried)",
             param=f"{where}.image_url",
         )
-    url = _str(url, f"{where}.image_url")
+    url = read_str(url, f"{where}.image_url")
     if url.startswith("data:") and ";base64," in url:
         media_type, _, data = url[5:].partition(";base64,")
         return ImagePart(media_type=media_type, data=data)
@@ -91,12 +65,12 @@ def _content(content: Any, where: str) -> list[Part]:
     parts: list[Part] = []
     for j, raw in enumerate(content):
         pwhere = f"{where}[{j}]"
-        part = _obj(raw, pwhere)
+        part = read_object(raw, pwhere)
         kind = part.get("type")
         if kind in ("input_text", "output_text"):
-            parts.append(TextPart(_str(part.get("text"), f"{pwhere}.text")))
+            parts.append(TextPart(read_str(part.get("text"), f"{pwhere}.text")))
         elif kind == "refusal":  # an earlier refusal, replayed: it was the reply's text
-            parts.append(TextPart(_str(part.get("refusal"), f"{pwhere}.refusal")))
+            parts.append(TextPart(read_str(part.get("refusal"), f"{pwhere}.refusal")))
         elif kind == "input_image":
             parts.append(_image(part, pwhere))
         else:
@@ -109,13 +83,13 @@ def _tool_output(output: Any, where: str) -> str:
         return output
     texts = []
     for j, raw in enumerate(_list(output, where)):
-        part = _obj(raw, f"{where}[{j}]")
+        part = read_object(raw, f"{where}[{j}]")
         if part.get("type") != "input_text":
             raise RequestError(
                 f"{where}[{j}].type must be 'input_text' (a tool result is text)",
                 param=f"{where}[{j}].type",
             )
-        texts.append(_str(part.get("text"), f"{where}[{j}].text"))
+        texts.append(read_str(part.get("text"), f"{where}[{j}].text"))
     return "".join(texts)
 
 
@@ -123,7 +97,7 @@ def _input_items(items: list[Any], system: list[str]) -> list[ChatMessage]:
     messages: list[ChatMessage] = []
     for i, raw in enumerate(items):
         where = f"input[{i}]"
-        item = _obj(raw, where)
+        item = read_object(raw, where)
         kind = item.get("type")
         if kind is None and "role" in item:
             kind = "message"  # the short form: {"role": ..., "content": ...}
@@ -144,8 +118,8 @@ def _input_items(items: list[Any], system: list[str]) -> list[ChatMessage]:
             if not isinstance(arguments, str):
                 arguments = orjson.dumps(arguments).decode()
             call = ToolCallPart(
-                id=_str(item.get("call_id"), f"{where}.call_id"),
-                name=_str(item.get("name"), f"{where}.name"),
+                id=read_str(item.get("call_id"), f"{where}.call_id"),
+                name=read_str(item.get("name"), f"{where}.name"),
                 arguments=arguments,
             )
             # A call belongs to the assistant turn it follows (text, then its calls).
@@ -155,7 +129,7 @@ def _input_items(items: list[Any], system: list[str]) -> list[ChatMessage]:
                 messages.append(ChatMessage("assistant", [call]))
         elif kind == "function_call_output":
             result = ToolResultPart(
-                _str(item.get("call_id"), f"{where}.call_id"),
+                read_str(item.get("call_id"), f"{where}.call_id"),
                 _tool_output(item.get("output"), f"{where}.output"),
             )
             # Results of parallel calls travel together in one user turn.
@@ -180,7 +154,7 @@ def _tools(raw: Any) -> list[ToolSpec]:
     tools: list[ToolSpec] = []
     for i, raw_tool in enumerate(_list(raw, "tools") if raw is not None else []):
         where = f"tools[{i}]"
-        tool = _obj(raw_tool, where)
+        tool = read_object(raw_tool, where)
         kind = tool.get("type")
         if kind != "function":
             raise RequestError(
@@ -194,12 +168,12 @@ def _tools(raw: Any) -> list[ToolSpec]:
         params = tool.get("parameters")
         tools.append(
             ToolSpec(
-                name=_str(tool.get("name"), f"{where}.name"),
+                name=read_str(tool.get("name"), f"{where}.name"),
                 description=_opt_str(tool, "description", f"{where}.description"),
                 parameters=(
                     {"type": "object", "properties": {}}
                     if params is None
-                    else dict(_obj(params, f"{where}.parameters"))
+                    else dict(read_object(params, f"{where}.parameters"))
                 ),
                 strict=strict,
             )
@@ -216,13 +190,13 @@ def _tool_choice(raw: Any) -> str | None:
                 "tool_choice must be auto, none, required or a function", param="tool_choice"
             )
         return raw
-    choice = _obj(raw, "tool_choice")
+    choice = read_object(raw, "tool_choice")
     if choice.get("type") != "function":
         raise RequestError(
             "tool_choice.type must be 'function' (hosted tools cannot be carried)",
             param="tool_choice.type",
         )
-    return _str(choice.get("name"), "tool_choice.name")
+    return read_str(choice.get("name"), "tool_choice.name")
 
 
 def from_responses(body: Mapping[str, Any]) -> ChatRequest:
@@ -237,7 +211,7 @@ def from_responses(body: Mapping[str, Any]) -> ChatRequest:
     :class:`ChatRequest` (a gateway reads them from the body). Raises
     :class:`RequestError` naming the field for what cannot be carried: hosted tools,
     ``background: true``, other item and part types, wrong types and ranges."""
-    body = _obj(body, "body")
+    body = read_object(body, "body")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("model is required and must be a non-empty string", param="model")
@@ -259,22 +233,22 @@ def from_responses(body: Mapping[str, Any]) -> ChatRequest:
         raise RequestError("input must be a string or a non-empty list of items", param="input")
     fmt = None
     if body.get("text") is not None:
-        text = _obj(body.get("text"), "text")
+        text = read_object(body.get("text"), "text")
         if text.get("format") is not None:
-            spec = _obj(text.get("format"), "text.format")
+            spec = read_object(text.get("format"), "text.format")
             fmt = read_json_format(spec.get("type"), spec, "text.format")
     effort = None
     if body.get("reasoning") is not None:
         effort = read_effort(
-            _obj(body.get("reasoning"), "reasoning").get("effort"), "reasoning.effort"
+            read_object(body.get("reasoning"), "reasoning").get("effort"), "reasoning.effort"
         )
     return ChatRequest(
         model=model,
         messages=messages,
         system="\n\n".join(system) if system else None,
-        max_tokens=_positive_int(body, "max_output_tokens"),
-        temperature=_number(body, "temperature", 0, 2),
-        top_p=_number(body, "top_p", 0, 1),
+        max_tokens=opt_positive_int(body, "max_output_tokens"),
+        temperature=opt_number(body, "temperature", 0, 2),
+        top_p=opt_number(body, "top_p", 0, 1),
         tools=_tools(body.get("tools")),
         tool_choice=_tool_choice(body.get("tool_choice")),
         stream=bool(opt_bool(body, "stream")),
