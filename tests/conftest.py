@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 # The recorded real API streams live beside the clone, outside the project.
 SHARED = Path(os.environ.get("TOKENWIRE_SHARED", REPO.parent / "shared"))
 RECORDED = SHARED / "fixtures" / "recorded"
+# The demo model is paced like a real one by default; the suite runs it unpaced, servers
+# started as subprocesses included (the tests of pacing set their own speed).
+os.environ.setdefault("TOKENWIRE_DEMO_SPEED", "max")
 
 
 def recorded_dir(kind: str) -> Path:

@@ -179,7 +179,12 @@ def gateway_process(
     path = tmp_path / "tokenwire.toml"
     path.write_text(config)
     port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
+    # No configuration from the environment, but the suite's demo speed (unpaced).
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TOKENWIRE_") or k == "TOKENWIRE_DEMO_SPEED"
+    }
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env.update(env or {})
 

@@ -108,15 +108,23 @@ def redis_server() -> Iterator[RedisServer]:
 
 @contextmanager
 def serve_process(
-    cfg: Path, *, stderr: bool = False
+    cfg: Path | None, *, stderr: bool = False, args: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``tokenwire serve --config cfg`` in a subprocess on a free port, yielded as
+    """``tokenwire serve --config cfg ARGS`` in a subprocess on a free port, yielded as
     ``(url, process)`` once ``/healthz`` answers; SIGINT (then SIGKILL) afterwards. With
-    ``stderr``, the process's stderr is a pipe, shown if it exits before it is up."""
+    ``stderr``, the process's stderr is a pipe, shown if it exits before it is up.
+    Without ``cfg`` it runs with no configuration at all (in an empty directory)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENWIRE_")}
+    # No configuration from the environment, but the suite's demo speed (unpaced).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TOKENWIRE_") or k == "TOKENWIRE_DEMO_SPEED"
+    }
+    config = ["--config", str(cfg)] if cfg is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tokenwire", "serve", "--config", str(cfg), "--port", str(port)],
+        [sys.executable, "-m", "tokenwire", "serve", *config, "--port", str(port), *args],
+        cwd=None if cfg is not None else tempfile.mkdtemp(),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -89,6 +89,7 @@ def test_sdks_read_resumable_streams() -> None:
                 model="paced",
                 messages=PROMPT,
                 stream=True,
+                max_tokens=200,  # as below: the demo model's reply length follows it
                 temperature=0,  # type: ignore[arg-type]
             )
             if c.choices

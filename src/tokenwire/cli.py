@@ -76,6 +76,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _demo_speed(text: str) -> str:
+    from tokenwire.providers.demo import parse_speed
+
+    try:
+        parse_speed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -153,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log",
         action="store_true",
         help="also write uvicorn's own access log (the gateway logs every stream itself)",
+    )
+    serve.add_argument(
+        "--demo-speed",
+        type=_demo_speed,
+        metavar="X",
+        help="pace of demo models that set no speed: a factor of the realistic pace "
+        "(about 300 ms to the first token, then 40 tokens/s; 2 is twice as fast) or "
+        "'max' for no pacing (default: $TOKENWIRE_DEMO_SPEED, else 1)",
     )
     serve.set_defaults(run=_serve)
 
@@ -293,6 +311,10 @@ def _serve(args: argparse.Namespace) -> int:
         config.gateway.api_keys()  # a configured but unset key variable fails here, not later
     except ConfigError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
+    if args.demo_speed is not None:
+        from tokenwire.providers.demo import SPEED_ENV
+
+        os.environ[SPEED_ENV] = args.demo_speed  # read by every worker's demo providers
     # Workers are separate processes: they find the (absolute) file through the variable.
     if path is not None:
         os.environ[CONFIG_ENV] = str(path)

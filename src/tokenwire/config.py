@@ -52,9 +52,11 @@ Built in, unless the file redefines them: providers ``demo``, ``openai``
 wire protocol with a public endpoint (``openai-responses``: the OpenAI Responses API),
 and the agent ``assistant`` using ``demo``. A provider's ``type`` is ``demo`` or a wire
 protocol's provider type (:mod:`tokenwire.llm.protocol`); Anthropic providers also take
-``anthropic_version``. Demo providers also take ``time_to_first_token``,
-``time_per_token``, ``seed`` and ``fail_after`` (see
-:class:`~tokenwire.providers.demo.DemoProvider`).
+``anthropic_version``. Demo providers also take ``speed`` (a factor of the realistic
+pace, or ``"max"``: unpaced), ``time_to_first_token``, ``time_per_token``, ``seed`` and
+``fail_after`` (see :class:`~tokenwire.providers.demo.DemoProvider`). A demo route's
+name with ``:FAULT`` (``demo:rate_limit``) routes to it with that fault injected
+(:mod:`tokenwire.providers.demo_faults`).
 
 Every problem raises :class:`ConfigError` naming the file, the table and the key.
 """
@@ -257,6 +259,12 @@ class Config:
         if route is not None:
             provider = self.providers[route.provider]  # checked at load time
             return provider, route.model, route.timeouts or provider.timeouts
+        # ROUTE:FAULT on a demo route: the demo model injects the fault.
+        base, sep, fault = model.partition(":")
+        route = self.models.get(base) if sep else None
+        if route is not None and self.providers[route.provider].type == "demo":
+            provider = self.providers[route.provider]
+            return provider, f"{route.model}:{fault}", route.timeouts or provider.timeouts
         name, sep, upstream = model.partition("/")
         direct = self.providers.get(name) if sep and upstream else None
         if direct is not None and direct.exposes(upstream):
@@ -301,7 +309,7 @@ def _builtin_providers() -> dict[str, ProviderConfig]:
 _BUILTIN_AGENTS = {"assistant": AgentConfig("assistant", "demo", "demo")}
 
 _PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts", "expose"}
-_DEMO_KEYS = {"time_to_first_token", "time_per_token", "seed", "fail_after"}
+_DEMO_KEYS = {"speed", "time_to_first_token", "time_per_token", "seed", "fail_after"}
 _AGENT_KEYS = {"provider", "model", "system", "options"}
 _MODEL_KEYS = {"provider", "model", "timeouts"}
 _GATEWAY_KEYS = {
@@ -472,6 +480,14 @@ def _provider(
         for key in ("time_to_first_token", "time_per_token"):
             if key in table:
                 demo[key] = _seconds(table, key, place)
+        if "speed" in table:
+            # Imported here: the providers package imports this module.
+            from tokenwire.providers.demo import parse_speed
+
+            try:
+                demo["speed"] = parse_speed(table["speed"])
+            except ValueError as exc:
+                raise ConfigError(f"{place}: {exc}") from None
         for key in ("seed", "fail_after"):
             value = table.get(key)
             if value is not None:

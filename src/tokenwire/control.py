@@ -25,7 +25,7 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any, TypeVar
 
-from tokenwire.errors import StreamError
+from tokenwire.errors import DropConnection, StreamError
 
 __all__ = ["guard"]
 
@@ -66,7 +66,8 @@ def guard(
     (``"timeout"``, ``"first_chunk_timeout"`` or ``"idle_timeout"``). A set ``cancel``
     raises ``StreamError("cancelled", ...)``. An exception from the stream itself is
     raised as ``StreamError.from_exception(exc)`` chained to the original (a
-    ``StreamError`` from the stream passes through as is). If the consuming task is
+    ``StreamError`` from the stream passes through as is, and so does
+    :class:`~tokenwire.errors.DropConnection`). If the consuming task is
     cancelled from outside, ``asyncio.CancelledError`` propagates unchanged.
 
     In every one of these cases the wrapped stream is closed before the error leaves
@@ -271,6 +272,8 @@ async def _guarded(
                 control.task = None
                 if control.fired is not None:
                     raise control.converted(task, exc) from None
+                if type(exc) is DropConnection:
+                    raise  # for the server to act on, not an error of the stream
                 err = StreamError.from_exception(exc)
                 if err is exc:
                     raise

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ERROR_TYPES",
     "ClientDisconnected",
+    "DropConnection",
     "ErrorType",
     "Protocol",
     "ProviderError",
@@ -177,6 +178,14 @@ class ClientDisconnected(Exception):
     """The client of a stream went away; the producer should stop.
 
     :meth:`StreamError.from_exception` sorts it as ``cancelled``.
+    """
+
+
+class DropConnection(Exception):
+    """Raised by a stream's source to have the server drop the client's connection
+    mid-stream, without ending the response (what a network cut looks like to the
+    client). The demo model's ``cut@N`` fault raises it; :class:`EventStreamResponse
+    <tokenwire.server.EventStreamResponse>` aborts the connection when it sees it.
     """
 
 

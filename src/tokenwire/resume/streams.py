@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tokenwire.errors import StreamError
+from tokenwire.errors import DropConnection, StreamError
 from tokenwire.llm.protocol import protocol_names
 from tokenwire.resume.log import (
     CancelResult,
@@ -433,6 +433,12 @@ class Producer:
                 tail = StreamError("cancelled", "the stream was cancelled").to_sse_event(
                     self.protocol
                 )
+        except DropConnection:
+            # A simulated cut (the demo model's cut@N): readers are other connections,
+            # so the log ends there as a cut-off stream would.
+            tail = StreamError("network", "the stream's connection was cut").to_sse_event(
+                self.protocol
+            )
         except Exception as exc:
             logger.error("resumable stream %s: source failed", self.id, exc_info=exc)
             tail = StreamError.from_exception(exc).to_sse_event(self.protocol)

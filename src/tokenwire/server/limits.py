@@ -163,6 +163,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 f"the server has too many open connections ({self._limits.max_connections})",
             )
             raise _Stop
+        # How a stream's source drops this connection (errors.DropConnection).
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+        extensions["tokenwire.abort"] = self.transport.abort
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from tokenwire.errors import StreamError
+from tokenwire.errors import DropConnection, StreamError
 from tokenwire.server import shutdown as _shutdown
 from tokenwire.sse import ServerSentEvent, encode_comment
 
@@ -311,6 +311,15 @@ _DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+def _abort(scope: Scope) -> None:
+    """Drop the connection (the ``tokenwire.abort`` extension of tokenwire's uvicorn
+    protocol). Elsewhere the response is left unfinished, which servers answer by
+    closing the connection."""
+    abort = scope.get("extensions", {}).get("tokenwire.abort")
+    if abort is not None:
+        abort()
+
+
 class EventStreamResponse(Response):
     """A streaming ``text/event-stream`` response; also a plain ASGI app.
 
@@ -335,8 +344,10 @@ class EventStreamResponse(Response):
     so its ``finally`` blocks run, and no task is left behind. An exception from the
     source (or an item that cannot be encoded) is logged and ends the stream with an
     ``event: error`` event (:meth:`tokenwire.errors.StreamError.to_sse_event`), never
-    in the middle of an event. On server shutdown (see :mod:`tokenwire.server`) the
-    source is stopped and the body ends cleanly.
+    in the middle of an event. A source that raises
+    :class:`~tokenwire.errors.DropConnection` has the connection dropped instead,
+    unfinished (a simulated network cut). On server shutdown (see :mod:`tokenwire.server`)
+    the source is stopped and the body ends cleanly.
     """
 
     media_type = "text/event-stream"
@@ -445,6 +456,9 @@ class EventStreamResponse(Response):
                 raise
         except OSError:  # a failed write: the client is gone (ASGI 2.4 servers)
             stream.reason = _DISCONNECT
+        except DropConnection:
+            stream.reason = _DISCONNECT
+            _abort(scope)
         except Exception as exc:
             error = exc
         finally:
