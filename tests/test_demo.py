@@ -359,3 +359,18 @@ def test_any_schema_gets_a_value_it_accepts(schema: dict[str, Any], seed: int) -
     assert value == value_for_schema(
         schema, random.Random(seed), lambda r, n: " ".join(["fox"] * n)
     )
+
+
+def test_after_tool_results_a_required_call_moves_on_and_json_stays_json() -> None:
+    history = [
+        ChatMessage("user", [TextPart("use get_weather")]),
+        ChatMessage("assistant", [ToolCallPart("call_1", "get_weather", '{"city":"Paris"}')]),
+        ChatMessage("user", [ToolResultPart("call_1", "sunny")]),
+    ]
+    moved_on = reply(
+        ChatRequest(model="demo", messages=history, tools=TOOLS, tool_choice="required")
+    )
+    assert [c.name for c in moved_on.tool_calls] == ["get_time"]  # not called yet
+    fmt = ResponseFormat("json_schema", name="weather", schema=WEATHER)
+    answer = reply(ChatRequest(model="demo", messages=history, tools=TOOLS, response_format=fmt))
+    jsonschema.validate(json.loads(answer.text), WEATHER)

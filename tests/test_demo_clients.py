@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +61,28 @@ def claude(url: str) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(
         base_url=url, api_key="unused", max_retries=0, timeout=CLIENT_TIMEOUT
     ) as client:
+        yield client
+
+
+def read_text(client: openai.OpenAI, model: str, pieces: list[str]) -> None:
+    """Stream a chat completion of ``model``, appending its text pieces to ``pieces`` (so
+    that they are there when the stream raises)."""
+    for chunk in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+
+
+@contextmanager
+def configured(tmp_path: Path, toml: str) -> Iterator[openai.OpenAI]:
+    """An OpenAI client of ``tokenwire serve`` with ``toml`` as its configuration."""
+    cfg = tmp_path / "tokenwire.toml"
+    cfg.write_text(toml)
+    with (
+        serve_process(cfg) as (base, _),
+        openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0) as client,
+    ):
         yield client
 
 
@@ -192,11 +215,7 @@ def test_http_faults_are_the_anthropic_sdks_own_errors(claude: anthropic.Anthrop
 def test_in_band_error_after_n_tokens(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
     pieces: list[str] = []
     with pytest.raises(openai.APIError, match="simulated error after 5 tokens"):
-        for chunk in oai.chat.completions.create(
-            model="demo:error@5", messages=[{"role": "user", "content": "hi"}], stream=True
-        ):
-            if chunk.choices and chunk.choices[0].delta.content:
-                pieces.append(chunk.choices[0].delta.content)
+        read_text(oai, "demo:error@5", pieces)
     assert len(pieces) == 5
     with (
         pytest.raises(anthropic.APIStatusError, match="simulated error"),
@@ -210,11 +229,7 @@ def test_in_band_error_after_n_tokens(oai: openai.OpenAI, claude: anthropic.Anth
 def test_cut_after_n_tokens_drops_the_connection(oai: openai.OpenAI, url: str) -> None:
     pieces: list[str] = []
     with pytest.raises((httpx.RemoteProtocolError, openai.APIConnectionError)):
-        for chunk in oai.chat.completions.create(
-            model="demo:cut@7", messages=[{"role": "user", "content": "hi"}], stream=True
-        ):
-            if chunk.choices and chunk.choices[0].delta.content:
-                pieces.append(chunk.choices[0].delta.content)
+        read_text(oai, "demo:cut@7", pieces)
     assert len(pieces) == 7
     # curl sees a transfer cut short mid-body (exit 18: partial file)
     run = subprocess.run(
@@ -242,21 +257,11 @@ def test_cut_after_n_tokens_drops_the_connection(oai: openai.OpenAI, url: str) -
 
 
 def test_stall_after_n_tokens_meets_the_idle_deadline(tmp_path: Path) -> None:
-    cfg = tmp_path / "tokenwire.toml"
-    cfg.write_text(
-        '[providers.demo]\ntype = "demo"\nspeed = "max"\n[providers.demo.timeouts]\nidle = 0.5\n'
-    )
-    with (
-        serve_process(cfg) as (base, _),
-        openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0) as client,
-    ):
+    toml = '[providers.demo]\ntype = "demo"\nspeed = "max"\n[providers.demo.timeouts]\nidle = 0.5\n'
+    with configured(tmp_path, toml) as client:
         pieces: list[str] = []
         with pytest.raises(openai.APIError, match="idle"):
-            for chunk in client.chat.completions.create(
-                model="demo:stall@4", messages=[{"role": "user", "content": "hi"}], stream=True
-            ):
-                if chunk.choices and chunk.choices[0].delta.content:
-                    pieces.append(chunk.choices[0].delta.content)
+            read_text(client, "demo:stall@4", pieces)
         assert len(pieces) == 4
 
 
@@ -410,17 +415,79 @@ def test_chat_page_shows_a_reply_growing(browser: Any) -> None:
 
 
 def test_cut_on_a_resumable_gateway_ends_the_log_with_a_network_error(tmp_path: Path) -> None:
-    cfg = tmp_path / "tokenwire.toml"
-    cfg.write_text('[gateway]\nresume = "memory"\n')
-    with (
-        serve_process(cfg) as (base, _),
-        openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0) as client,
-    ):
+    with configured(tmp_path, '[gateway]\nresume = "memory"\n') as client:
         pieces: list[str] = []
         with pytest.raises(openai.APIError, match="connection was cut"):
-            for chunk in client.chat.completions.create(
-                model="demo:cut@3", messages=[{"role": "user", "content": "hi"}], stream=True
-            ):
-                if chunk.choices and chunk.choices[0].delta.content:
-                    pieces.append(chunk.choices[0].delta.content)
+            read_text(client, "demo:cut@3", pieces)
         assert len(pieces) == 3
+
+
+def test_responses_function_call_streams_valid_arguments(oai: openai.OpenAI) -> None:
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather",
+        "parameters": Weather.model_json_schema(),
+    }
+    with oai.responses.stream(
+        model="demo",
+        input="Weather?",
+        tools=[tool],
+        tool_choice="required",  # type: ignore[list-item]
+    ) as stream:
+        deltas = [e for e in stream if e.type == "response.function_call_arguments.delta"]
+        final = stream.get_final_response()
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and len(deltas) > 3
+    Weather.model_validate_json(calls[0].arguments)
+
+
+def test_openai_reasoning_content_comes_first(oai: openai.OpenAI) -> None:
+    kinds: list[str] = []
+    for chunk in oai.chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "think first"}],
+        reasoning_effort="low",
+        stream=True,
+    ):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        if (delta.model_extra or {}).get("reasoning_content"):
+            kinds.append("reasoning")
+        if delta.content:
+            kinds.append("text")
+    first_text = kinds.index("text")
+    assert first_text >= 8 and set(kinds[:first_text]) == {"reasoning"}
+    assert "reasoning" not in kinds[first_text:]
+
+
+def test_usage_is_the_same_in_every_protocol(
+    oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    question = "Tell me about the fox and the grapes"
+    chat = oai.chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=80,
+    )
+    message = claude.messages.create(
+        model="demo",
+        messages=[{"role": "user", "content": question}],
+        extra_body={"temperature": 0},
+        max_tokens=80,
+    )
+    response = oai.responses.create(
+        model="demo", input=question, temperature=0, max_output_tokens=80
+    )
+    assert chat.usage is not None and response.usage is not None
+    assert chat.usage.prompt_tokens == message.usage.input_tokens == response.usage.input_tokens
+    assert chat.usage.prompt_tokens == len(question.split())
+    assert (
+        chat.usage.completion_tokens
+        == message.usage.output_tokens
+        == response.usage.output_tokens
+        > 0
+    )
+    assert chat.choices[0].message.content == message.content[0].text == response.output_text  # type: ignore[union-attr]

@@ -350,21 +350,20 @@ def _plan(request: ChatRequest, rng: random.Random, temperature: float) -> Itera
         yield from _reasoning(request, rng, temperature)
     last = request.messages[-1] if request.messages else None
     results = [p for p in last.parts if isinstance(p, ToolResultPart)] if last else []
-    if results:
-        yield from _answer_results(request, results, rng, temperature)
-        return
-    tools = _tools_to_call(
-        request, last.text if last is not None and last.role == "user" else "", rng
-    )
+    said = last.text if last is not None and last.role == "user" and not results else ""
+    tools = _tools_to_call(request, said, rng)
     if tools:
         yield from _tool_calls(tools, rng, temperature)
         return
     fmt = request.response_format
-    if fmt is not None:
+    if fmt is not None:  # the answer, even after tool results, is the JSON asked for
         schema = fmt.schema if fmt.type == "json_schema" and fmt.schema else {"type": "object"}
         value = value_for_schema(schema, rng, _phrase(temperature))
         for fragment in _fragments(orjson.dumps(value).decode(), rng):
             yield TextDelta(fragment)
+        return
+    if results:
+        yield from _answer_results(request, results, rng, temperature)
         return
     yield from _text(rng, temperature, _length(request.max_tokens, rng))
 
@@ -429,6 +428,9 @@ def _reasoning(request: ChatRequest, rng: random.Random, temperature: float) -> 
 
 
 def _tools_to_call(request: ChatRequest, said: str, rng: random.Random) -> list[ToolSpec]:
+    """The tools to call: the named one; with ``auto``, those the user's last message
+    names; when a call is required and none is named, one not called yet in the
+    conversation if there is one (as a model moves on to a final-answer tool)."""
     tools = request.tools
     choice = request.tool_choice or "auto"
     if not tools or choice == "none":
@@ -440,7 +442,9 @@ def _tools_to_call(request: ChatRequest, said: str, rng: random.Random) -> list[
         (t for t in tools if t.name.lower() in lowered), key=lambda t: lowered.index(t.name.lower())
     )
     if not named and choice == "required":
-        named = [tools[rng.randrange(len(tools))]]
+        called = {p.name for m in request.messages for p in m.parts if isinstance(p, ToolCallPart)}
+        fresh = [t for t in tools if t.name not in called] or tools
+        named = [fresh[rng.randrange(len(fresh))]]
     return named[:1] if request.parallel_tool_calls is False else named
 
 
