@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
 from tokenwire.server import EventStreamResponse
 
-from .client_helpers import ResumableApp, Seen, read_request
+from .client_helpers import ResumableApp, Seen, body, read_request, start
 from .conftest import serve
 from .server_helpers import wait_for
 
@@ -461,7 +461,9 @@ def test_tail_plain(events_app: tuple[EventsApp, str], tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        'event: greeting\nid: 1\nhello\n\nline one\nline two\n\nid: 2\n{"a": 1}\n\n'
+        "event: greeting\nid: 1\ndata: hello\n\n"
+        "data: line one\ndata: line two\n\n"
+        'id: 2\ndata: {"a": 1}\n\n'
     )
     assert result.stderr == ""
     (req,) = app.seen
@@ -542,7 +544,7 @@ def test_tail_lost_connection_without_reconnect(tmp_path: Path) -> None:
     with serve(app) as url:
         result = run_cli("tail", f"{url}/feed", "--no-reconnect", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stdout == "id: 1\nevent 1\n\nid: 2\nevent 2\n\n"
+    assert result.stdout == "id: 1\ndata: event 1\n\nid: 2\ndata: event 2\n\n"
     assert "connection to" in one_error_line(result.stderr)
 
 
@@ -564,3 +566,140 @@ def test_tail_ctrl_c(chat_app: tuple[ChatApp, str], tmp_path: Path) -> None:
     assert '"content":"w0 "' in out
     assert wait_for(lambda: app.closed_at is not None, 5)
     assert app.closed_at is not None and app.closed_at - interrupted < 2.0
+
+
+class EndingApp:
+    """A finished LLM reply in each protocol's style (by path), without event ids; a
+    second request would be a second generation, so every request is counted. ``/cut``
+    sends two events and drops the connection; ``/cut-ids`` does the same with ids and
+    resumes after the request's Last-Event-ID, then ends with [DONE]."""
+
+    ENDS: ClassVar[dict[str, list[bytes]]] = {
+        "/openai": [b'data: {"n": 1}\n\n', b"data: [DONE]\n\n"],
+        "/anthropic": [
+            b'event: content_block_delta\ndata: {"n": 1}\n\n',
+            b'event: message_stop\ndata: {"type": "message_stop"}\n\n',
+        ],
+        "/responses": [
+            b'event: response.output_text.delta\ndata: {"n": 1}\n\n',
+            b'event: response.completed\ndata: {"type": "response.completed"}\n\n',
+        ],
+    }
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        req = await read_request(scope, receive)
+        self.seen.append(req)
+        path = scope["path"]
+        if path in self.ENDS:
+            # The stream stays open after its end marker, as a lazy server's might.
+            chunks: list[bytes] = [*self.ENDS[path], b": still here\n\n"]
+            await start(send)
+            for chunk in chunks:
+                await body(send, chunk)
+            await asyncio.sleep(30)
+            return
+        last = int(req.headers.get("last-event-id") or 0)
+        ids = path == "/cut-ids"
+        await start(send)
+        if last:
+            await body(send, b"id: 3\ndata: three\n\ndata: [DONE]\n\n", more=False)
+            return
+        for n in (1, 2):
+            prefix = f"id: {n}\n".encode() if ids else b""
+            await body(send, prefix + f"data: {n}\n\n".encode())
+        # then the connection is cut
+
+
+@pytest.fixture
+def ending_app() -> Iterator[tuple[EndingApp, str]]:
+    app = EndingApp()
+    with serve(app) as url:
+        yield app, url
+
+
+@pytest.mark.parametrize("style", ["openai", "anthropic", "responses"])
+def test_tail_stops_at_each_protocols_end(
+    ending_app: tuple[EndingApp, str], tmp_path: Path, style: str
+) -> None:
+    app, url = ending_app
+    for extra in ((), ("-d", '{"model": "m"}')):  # GET and POST
+        result = run_cli("tail", f"{url}/{style}", *extra, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("data: ") == 2 and result.stderr == ""
+    assert len(app.seen) == 2  # one request each: nothing was sent again
+
+
+def test_tail_never_resends_a_post_without_event_ids(
+    ending_app: tuple[EndingApp, str], tmp_path: Path
+) -> None:
+    app, url = ending_app
+    result = run_cli("tail", f"{url}/cut", "-d", "{}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == "data: 1\n\ndata: 2\n\n"
+    line = one_error_line(result.stderr)
+    assert "not reconnecting" in line and "no event ids" in line
+    assert len(app.seen) == 1
+
+
+def test_tail_resumes_a_post_with_event_ids_and_says_so(
+    ending_app: tuple[EndingApp, str], tmp_path: Path
+) -> None:
+    app, url = ending_app
+    result = run_cli("tail", f"{url}/cut-ids", "-d", "{}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout
+        == "id: 1\ndata: 1\n\nid: 2\ndata: 2\n\nid: 3\ndata: three\n\ndata: [DONE]\n\n"
+    )
+    assert "reconnecting in" in result.stderr and "after event id '2'" in result.stderr
+    assert "connection lost" in result.stderr
+    assert [(s.method, s.headers.get("last-event-id")) for s in app.seen] == [
+        ("POST", None),
+        ("POST", "2"),
+    ]
+
+
+def test_tail_a_resumable_gateway_stream(tmp_path: Path) -> None:
+    import httpx2
+
+    from tokenwire.config import from_mapping
+    from tokenwire.gateway import create_app
+
+    config = from_mapping({"gateway": {"resume": "memory"}})
+    body_text = orjson.dumps(
+        {"model": "demo", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    ).decode()
+    with serve(create_app(config)) as url:
+        # A first client reads part of the reply and goes away.
+        ids: list[str] = []
+        with httpx2.stream("POST", url + "/v1/chat/completions", content=body_text) as response:
+            for line in response.iter_lines():
+                if line.startswith("id: "):
+                    ids.append(line[4:])
+                    if len(ids) == 3:
+                        break
+        result = run_cli(
+            "tail",
+            url + "/v1/chat/completions",
+            "-d",
+            body_text,
+            "--last-event-id",
+            ids[-1],
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.endswith("data: [DONE]\n\n") and result.stderr == ""
+        first = result.stdout.split("\n", 1)[0]
+        assert first.startswith("id: ") and first[4:] not in ids  # resumed after them
+        # The finished stream, resumed after its last event: 204, tail ends quietly.
+        last = [line[4:] for line in result.stdout.splitlines() if line.startswith("id: ")][-1]
+        done = run_cli(
+            "tail", url + "/v1/chat/completions", "-d", body_text, "--last-event-id", last,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0 and done.stdout == "", done.stderr

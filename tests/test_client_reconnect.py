@@ -81,7 +81,7 @@ def test_resume_without_loss_or_duplicates(collect: Collect, end: str) -> None:
     assert "never terminated" not in {e.data for e in events}
     assert [s.headers.get("last-event-id") for s in app.seen] == [None, "3", "6", "9"]
     assert all(s.headers["accept"] == "text/event-stream" for s in app.seen)
-    assert all(s.headers["cache-control"] == "no-store" for s in app.seen)
+    assert all(s.headers["cache-control"] == "no-cache" for s in app.seen)
     assert (source.last_event_id, source.retry) == ("9", 40)
     # the server's retry (40 ms) is the minimum wait: lower bounds only
     assert all(gap >= 0.036 for gap in gaps(app.seen))
@@ -126,9 +126,11 @@ def test_backoff_grows_and_max_reconnects_ends_a_quiet_stream(collect: Collect) 
         await body(send, b"", more=False)
 
     backoff = Backoff(initial=0.04, multiplier=2.0, maximum=0.2, jitter=0.0)
-    with serve(empty) as url:
-        events, _ = collect(url, backoff=backoff, max_reconnects=4)
-    assert events == []
+    with serve(empty) as url, pytest.raises(SSEConnectionError) as caught:
+        collect(url, backoff=backoff, max_reconnects=4)
+    # The limit ends the source with an error that names it.
+    assert "after 4 reconnection attempts" in str(caught.value)
+    assert "max_reconnects=4" in str(caught.value)
     assert len(seen) == 5
     for gap, floor in zip(gaps(seen), [0.04, 0.08, 0.16, 0.2], strict=True):
         assert gap >= floor * 0.9
@@ -143,9 +145,8 @@ def test_server_retry_is_honoured_as_a_minimum(collect: Collect) -> None:
         await start(send)
         await body(send, b"retry: 250\n\n", more=False)
 
-    with serve(app) as url:
-        _, source = collect(url, backoff=Backoff(initial=0.0, jitter=0.0), max_reconnects=1)
-    assert source.retry == 250
+    with serve(app) as url, pytest.raises(SSEConnectionError, match="max_reconnects=1"):
+        collect(url, backoff=Backoff(initial=0.0, jitter=0.0), max_reconnects=1)
     assert len(seen) == 2
     assert gaps(seen)[0] >= 0.225
 

@@ -406,3 +406,29 @@ def test_every_split_of_a_mixed_stream_agrees() -> None:
     got = decode_every_split(stream)
     assert got == [ev("a", "e", "1", 10), ev("€"), ev("")]
     assert sum(1 for _ in splits(stream)) > 50
+
+
+def test_last_event_id_is_the_id_in_force_at_dispatch() -> None:
+    # The browser's MessageEvent.lastEventId: an event's own id, else the one before
+    # it; an empty id resets it; a NUL id is ignored; the decoder's start value counts.
+    decoder = SSEDecoder()
+    decoder.last_event_id = "0"
+    chunks = [
+        b"data: a\n\n",
+        b"id: 1\ndata: b\n\ndata: c\n\n",
+        b"id: x\x00y\ndata: d\n\n",
+        b"event: e\ndata: e\n\nid:\ndata: f\n\ndata: g\n\n",
+        b"id: 9\n\ndata: h\r\n\r\n",
+    ]
+    seen = [(e.data, e.id, e.last_event_id) for chunk in chunks for e in decoder.feed(chunk)]
+    assert seen == [
+        ("a", None, "0"),
+        ("b", "1", "1"),
+        ("c", None, "1"),
+        ("d", None, "1"),
+        ("e", None, "1"),
+        ("f", "", ""),
+        ("g", None, ""),
+        ("h", None, "9"),
+    ]
+    assert ServerSentEvent("b", id="1") == decode(b"id: 1\ndata: b\n\n")[0]  # not compared

@@ -51,11 +51,16 @@ def test_c_and_python_scanners_agree(parts: list[bytes], pos: int, stop: int, li
     assert _c_scan is not None
     chunk = b"".join(parts)
     stop = min(stop, len(chunk))
-    assert _c_scan(chunk, pos, stop, limit) == sse._scan_simple_py(chunk, pos, stop, limit)
+    c_events, c_pos = _c_scan(chunk, pos, stop, limit, "7")
+    py_events, py_pos = sse._scan_simple_py(chunk, pos, stop, limit, "7")
+    assert (c_events, c_pos) == (py_events, py_pos)
+    assert all(e.last_event_id == "7" for e in c_events + py_events)
 
 
 def test_scanner_rejects_wrong_arguments() -> None:
     if _c_scan is None:
         return
     with pytest.raises(TypeError):
-        _c_scan("not bytes", 0, 1, 1)
+        _c_scan("not bytes", 0, 1, 1, "")
+    with pytest.raises(TypeError):
+        _c_scan(b"data: x\n\n", 0, 9, 9, None)

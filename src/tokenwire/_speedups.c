@@ -1,6 +1,6 @@
 /* Optional accelerator for tokenwire.sse: the decoder's fast scanner in C.
  *
- * scan_simple(chunk, pos, stop, limit) has exactly the contract of
+ * scan_simple(chunk, pos, stop, limit, last_event_id) has exactly the contract of
  * tokenwire.sse._scan_simple_py: decode the run of events at chunk[pos:stop] that are
  * an optional "event:<name>" line and one "data:<value>" line followed by a blank line
  * (LF endings, no CR before stop), returning (events, first unconsumed position). Everything else stays in Python,
@@ -12,16 +12,17 @@
 
 static PyTypeObject *event_type = NULL;
 static PyObject *descr_data = NULL, *descr_event = NULL, *descr_id = NULL, *descr_retry = NULL;
+static PyObject *descr_last_id = NULL;
 static PyObject *str_message = NULL;
 
 static PyObject *
 configure(PyObject *self, PyObject *args)
 {
-    PyObject *type, *d0, *d1, *d2, *d3;
-    if (!PyArg_ParseTuple(args, "O!OOOO", &PyType_Type, &type, &d0, &d1, &d2, &d3))
+    PyObject *type, *d0, *d1, *d2, *d3, *d4;
+    if (!PyArg_ParseTuple(args, "O!OOOOO", &PyType_Type, &type, &d0, &d1, &d2, &d3, &d4))
         return NULL;
-    PyObject *objs[5] = {type, d0, d1, d2, d3};
-    for (int i = 1; i < 5; i++) {
+    PyObject *objs[6] = {type, d0, d1, d2, d3, d4};
+    for (int i = 1; i < 6; i++) {
         if (Py_TYPE(objs[i])->tp_descr_set == NULL) {
             PyErr_SetString(PyExc_TypeError, "expected slot descriptors");
             return NULL;
@@ -32,6 +33,7 @@ configure(PyObject *self, PyObject *args)
     Py_INCREF(d1); Py_XSETREF(descr_event, d1);
     Py_INCREF(d2); Py_XSETREF(descr_id, d2);
     Py_INCREF(d3); Py_XSETREF(descr_retry, d3);
+    Py_INCREF(d4); Py_XSETREF(descr_last_id, d4);
     Py_RETURN_NONE;
 }
 
@@ -44,10 +46,12 @@ set_slot(PyObject *descr, PyObject *obj, PyObject *value)
 static PyObject *
 scan_simple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "scan_simple(chunk: bytes, pos, stop, limit)");
+    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan_simple(chunk: bytes, pos, stop, limit, last_event_id: str)");
         return NULL;
     }
+    PyObject *last_id = args[4];
     if (event_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure() was not called");
         return NULL;
@@ -116,7 +120,8 @@ scan_simple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         if (set_slot(descr_data, ev, data) < 0
             || set_slot(descr_event, ev, name != NULL ? name : str_message) < 0
-            || set_slot(descr_id, ev, Py_None) < 0 || set_slot(descr_retry, ev, Py_None) < 0) {
+            || set_slot(descr_id, ev, Py_None) < 0 || set_slot(descr_retry, ev, Py_None) < 0
+            || set_slot(descr_last_id, ev, last_id) < 0) {
             Py_DECREF(data);
             Py_DECREF(ev);
             goto error;

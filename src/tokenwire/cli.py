@@ -233,8 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the events of any SSE endpoint as they arrive",
         description=(
             "Print the events of a Server-Sent Events endpoint as they arrive, reconnecting "
-            "with Last-Event-ID when the stream drops. Plain output shows 'event:' and 'id:' "
-            "lines when the event has them, then the data, then a blank line; --json prints "
+            "with Last-Event-ID when the stream drops (said on stderr, with why). Stops after "
+            "an LLM stream's end (data: [DONE], message_stop, response.completed, "
+            "response.incomplete, response.failed, an error event) or a 204, and never sends "
+            "a POST again unless the server sent event ids (a resume, not a new generation). "
+            "Plain output is the events in the wire format ('event:' and 'id:' lines when "
+            "the event has them, each data line as 'data: ...', a blank line); --json prints "
             'one object per line: {"event", "data", "id", "retry"}.'
         ),
     )
@@ -595,22 +599,43 @@ def _chat(args: argparse.Namespace) -> int:
 # --- tail ----------------------------------------------------------------------------
 
 
+# The events after which an LLM stream is over: reconnecting would regenerate it.
+_END_EVENTS = frozenset(
+    {"message_stop", "response.completed", "response.incomplete", "response.failed", "error"}
+)
+
+
+def _is_end(event: Any) -> bool:
+    return bool(event.data == "[DONE]" or event.event in _END_EVENTS)
+
+
 def _format_event(event: Any, as_json: bool) -> str:
     if as_json:
         record = {"event": event.event, "data": event.data, "id": event.id, "retry": event.retry}
         return orjson.dumps(record).decode() + "\n"
+    # The event in the wire format: every data line prefixed, so that multi-line data and
+    # blank lines in it cannot be mistaken for the end of an event.
     lines = []
     if event.event != "message":
         lines.append(f"event: {event.event}\n")
     if event.id is not None:
         lines.append(f"id: {event.id}\n")
-    lines.append(event.data + "\n\n")
+    lines.append("data: " + event.data.replace("\n", "\ndata: ") + "\n\n")
     return "".join(lines)
 
 
+def _fault_text(fault: Any) -> str:
+    if fault.reason == "end":
+        return "the server ended the stream"
+    if fault.reason == "restart":
+        return "restarted"
+    error = fault.error
+    return f"connection lost ({type(error).__name__}: {error})" if error else "connection lost"
+
+
 async def _tail_events(args: argparse.Namespace) -> int:
-    from tokenwire.client import AsyncEventSource, SSEConnectionError
-    from tokenwire.sse import SSEDecodeError
+    from tokenwire.client import AsyncEventSource, Fault, SSEConnectionError
+    from tokenwire.sse import ServerSentEvent, SSEDecodeError
 
     method = (args.method or ("POST" if args.data is not None else "GET")).upper()
     source = AsyncEventSource(
@@ -627,16 +652,38 @@ async def _tail_events(args: argparse.Namespace) -> int:
     as_json = args.json
     try:
         async with source:
+            items = source.all()
             while True:
                 try:
-                    event = await source.__anext__()
+                    item = await anext(items)
                 except StopAsyncIteration:
                     break
                 except SSEDecodeError as exc:  # one oversize event dropped; the rest goes on
                     err.write(f"tokenwire tail: warning: {exc}\n")
+                    items = source.all()
                     continue
-                out.write(_format_event(event, as_json))
-                out.flush()
+                if type(item) is ServerSentEvent:
+                    out.write(_format_event(item, as_json))
+                    out.flush()
+                    if _is_end(item):
+                        break  # the reply is complete: reconnecting would ask for another
+                elif isinstance(item, Fault) and item.delay is not None:
+                    resumes = source.last_event_id
+                    if method != "GET" and not resumes:
+                        # Without event ids the server cannot resume: a reconnection would
+                        # send the request again (for an LLM endpoint, a new generation).
+                        if item.reason == "end":
+                            return EXIT_OK
+                        raise CLIError(
+                            f"{_fault_text(item)}; not reconnecting: the stream has no event "
+                            f"ids, and sending the {method} request again would repeat it"
+                        )
+                    after = f", after event id {resumes!r}" if resumes else ""
+                    err.write(
+                        f"tokenwire tail: {_fault_text(item)}; reconnecting in "
+                        f"{item.delay:.1f} s (attempt {item.attempt}{after})\n"
+                    )
+                    err.flush()
     except SSEConnectionError as exc:
         failure = _connect_failure(exc)
         if failure is not None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
+    "Comment",
     "SSEDecodeError",
     "SSEDecoder",
     "ServerSentEvent",
@@ -57,13 +58,17 @@ class ServerSentEvent:
     ``event`` is ``"message"`` when the stream named no type. ``id`` is the id field
     this event itself carried (``None`` if it had none; ``""`` for an empty ``id:``
     that reset the last event ID). ``retry`` is the valid retry field (milliseconds)
-    this event carried, else ``None``.
+    this event carried, else ``None``. ``last_event_id`` is, for a decoded event, the
+    last event ID in force when it was dispatched (the browser's
+    ``MessageEvent.lastEventId``: its own id, else the one before it); it is not sent
+    by :meth:`encode` and not compared.
     """
 
     data: str = ""
     event: str = "message"
     id: str | None = None
     retry: int | None = None
+    last_event_id: str = field(default="", compare=False, repr=False)
 
     def json(self) -> Any:
         """Parse ``data`` as JSON."""
@@ -101,6 +106,14 @@ class ServerSentEvent:
         return "".join(out).encode() + _encode_data(data) + b"\n"
 
 
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A comment line (``: text``, e.g. a heartbeat), as a decoder that keeps comments
+    reports it: ``text`` is what follows the colon, one leading space removed."""
+
+    text: str = ""
+
+
 def _encode_data(data: str) -> bytes:
     if "\r" in data:
         data = data.replace("\r\n", "\n").replace("\r", "\n")
@@ -127,14 +140,18 @@ _set_data = ServerSentEvent.__dict__["data"].__set__
 _set_event = ServerSentEvent.__dict__["event"].__set__
 _set_id = ServerSentEvent.__dict__["id"].__set__
 _set_retry = ServerSentEvent.__dict__["retry"].__set__
+_set_last_id = ServerSentEvent.__dict__["last_event_id"].__set__
 
 
-def _make_event(data: str, event: str, eid: str | None, retry: int | None) -> ServerSentEvent:
+def _make_event(
+    data: str, event: str, eid: str | None, retry: int | None, last_id: str
+) -> ServerSentEvent:
     ev: ServerSentEvent = _new_object(ServerSentEvent)
     _set_data(ev, data)
     _set_event(ev, event)
     _set_id(ev, eid)
     _set_retry(ev, retry)
+    _set_last_id(ev, last_id)
     return ev
 
 
@@ -146,7 +163,7 @@ def _parse_retry(value: bytes) -> int:
 
 
 def _scan_simple_py(
-    chunk: bytes, pos: int, stop: int, limit: int
+    chunk: bytes, pos: int, stop: int, limit: int, last_id: str
 ) -> tuple[list[ServerSentEvent], int]:
     """Decode the run of events at ``chunk[pos:stop]`` that are exactly an optional
     ``event:<name>`` line and one ``data:<value>`` line followed by a blank line (LF
@@ -155,6 +172,7 @@ def _scan_simple_py(
 
     Returns the events and the position of the first byte not consumed. ``stop`` is
     the first CR of the chunk (or its length), so no consumed line contains CR.
+    ``last_id`` is the last event ID in force (no scanned event changes it).
     """
     events: list[ServerSentEvent] = []
     find = chunk.find
@@ -178,7 +196,8 @@ def _scan_simple_py(
             pos = start
             break
         begin = pos + 6 if lf > pos + 5 and chunk[pos + 5] == 32 else pos + 5
-        events.append(_make_event(chunk[begin:lf].decode("utf-8", "replace"), event, None, None))
+        text = chunk[begin:lf].decode("utf-8", "replace")
+        events.append(_make_event(text, event, None, None, last_id))
         pos = lf + 2
     return events, pos
 
@@ -203,6 +222,7 @@ try:  # The optional C accelerator: the same contract as _scan_simple_py, ~5x fa
         ServerSentEvent.__dict__["event"],
         ServerSentEvent.__dict__["id"],
         ServerSentEvent.__dict__["retry"],
+        ServerSentEvent.__dict__["last_event_id"],
     )
     _scan_simple = _speedups.scan_simple
 except ImportError:  # pragma: no cover - the extension is optional
@@ -220,6 +240,11 @@ class SSEDecoder:
 
     ``max_event_size`` bounds, in bytes, the data buffered for one event plus any
     unterminated line; past it :class:`SSEDecodeError` is raised and memory stays bounded.
+
+    Comments are dropped, as the spec says, unless ``keep_comments`` is set: then each
+    ``feed()`` leaves the comments it read in ``comments``, as ``(index, Comment)``
+    pairs, ``index`` being the position in the returned events before which the
+    comment came (the list is replaced on every ``feed()``).
     """
 
     __slots__ = (
@@ -235,14 +260,20 @@ class SSEDecoder:
         "_pending",
         "_retry",
         "_skip_lf",
+        "comments",
+        "keep_comments",
         "last_event_id",
         "retry",
     )
 
-    def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+    def __init__(
+        self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE, *, keep_comments: bool = False
+    ) -> None:
         if max_event_size <= 0:
             raise ValueError("max_event_size must be positive")
         self._max = max_event_size
+        self.keep_comments = keep_comments
+        self.comments: list[tuple[int, Comment]] = []
         self.last_event_id: str = ""
         self.retry: int | None = None
         self._bom_pending: bytes | None = (
@@ -266,13 +297,17 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode one read; return the events it completed (possibly none)."""
+        if self.keep_comments:
+            self.comments = []
         if self._clean:
             # Between events with nothing carried over: let the scanner take every
             # leading `data:<value>` + blank line event in one go (LLM streams are
             # made of nothing else), then finish exactly with the general path.
             n = len(chunk)
             cr = chunk.find(b"\r")
-            events, pos = _scan_simple(chunk, 0, n if cr == -1 else cr, self._max)
+            events, pos = _scan_simple(
+                chunk, 0, n if cr == -1 else cr, self._max, self.last_event_id
+            )
             if pos == n:
                 return events
             return self._feed(chunk, pos, events, cr)
@@ -340,7 +375,9 @@ class SSEDecoder:
                 error = err
             if not (self._dirty or pending or self._discarding) and (cr == -1 or cr > pos):
                 # Back between events: the scanner takes the simple events that follow.
-                more, pos = _scan_simple(chunk, pos, n if cr == -1 else cr, self._max)
+                more, pos = _scan_simple(
+                    chunk, pos, n if cr == -1 else cr, self._max, self.last_event_id
+                )
                 events += more
         self._clean = self._bom_pending is None and not (
             self._skip_lf or pending or self._dirty or self._discarding
@@ -365,6 +402,9 @@ class SSEDecoder:
                 self._dispatch(events)
             return None
         if line[0] == 58:  # ":" comment
+            if self.keep_comments:
+                text = line[2:] if line[1:2] == b" " else line[1:]
+                self.comments.append((len(events), Comment(text.decode("utf-8", "replace"))))
             return None
         if len(line) > self._max:
             return self._overflow()
@@ -401,7 +441,7 @@ class SSEDecoder:
             data = self._data
             text = (data[0] if len(data) == 1 else b"\n".join(data)).decode("utf-8", "replace")
             etype = self._event.decode("utf-8", "replace") if self._event else "message"
-            events.append(_make_event(text, etype, eid, self._retry))
+            events.append(_make_event(text, etype, eid, self._retry, self.last_event_id))
         self._reset_block()
 
     def close(self) -> list[ServerSentEvent]:

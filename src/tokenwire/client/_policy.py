@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -76,12 +77,16 @@ class SourceCore:
         "body",
         "connected_at",
         "decoder",
+        "follow_redirects",
         "headers",
+        "lost_at",
         "max_reconnects",
+        "max_retry_time",
         "method",
         "quiet",
         "reconnect",
         "rng",
+        "target",
         "timeout",
         "url",
     )
@@ -100,6 +105,8 @@ class SourceCore:
         idle_timeout: float | None,
         max_event_size: int,
         backoff: Backoff,
+        follow_redirects: bool = True,
+        max_retry_time: float | None = None,
     ) -> None:
         if json is not None and content is not None:
             raise ValueError("pass json or content, not both")
@@ -110,12 +117,19 @@ class SourceCore:
             raise ValueError("max_reconnects must not be negative")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
+        if max_retry_time is not None and max_retry_time < 0:
+            raise ValueError("max_retry_time must not be negative")
         self.url = str(url)
+        # Where requests go: the URL after the last connection's redirects, as browsers
+        # reconnect to it.
+        self.target = self.url
         self.method = method.upper()
         # Our own copy: the caller's mapping is never changed.
         self.headers = httpx2.Headers(headers)
+        # What a browser's EventSource puts on the wire (Fetch's "no-store" cache mode
+        # sends no-cache).
         self.headers["accept"] = "text/event-stream"
-        self.headers["cache-control"] = "no-store"
+        self.headers["cache-control"] = "no-cache"
         self.body: bytes | None
         if json is not None:
             self.body = orjson.dumps(json)
@@ -130,6 +144,9 @@ class SourceCore:
             self.decoder.last_event_id = start_id
         self.reconnect = reconnect
         self.max_reconnects = max_reconnects
+        self.max_retry_time = max_retry_time
+        self.follow_redirects = follow_redirects
+        self.lost_at: float | None = None  # when the reconnections in a row began
         self.timeout = _timeout(timeout, idle_timeout)
         self.backoff = backoff
         self.attempt = 0  # reconnections in a row (the backoff exponent)
@@ -155,8 +172,18 @@ class SourceCore:
     def error(self, response: Any, body: bytes) -> SSEConnectionError:
         return response_error(response.status_code, response.headers, body, self.url)
 
-    def opened(self, now: float) -> None:
+    def opened(self, now: float, response: Any = None) -> None:
+        """A connection is up: reconnections go where its redirects ended, with the
+        method they ended with (a 303, or a 301/302 after POST, turns it into GET)."""
         self.connected_at = now
+        if response is None:
+            return
+        final = response.request
+        self.target = str(final.url)
+        if final.method != self.method:
+            self.method = final.method
+            self.body = None
+            self.headers.pop("content-type", None)
 
     def lost(self, now: float) -> None:
         """The connection ended: drop any unterminated event, note a healthy period."""
@@ -165,22 +192,41 @@ class SourceCore:
             self.attempt = 0
         self.connected_at = None
 
-    def next_delay(self) -> float | None:
-        """The wait before the next reconnection attempt, or ``None`` for none."""
+    def next_delay(self, now: float | None = None) -> float | None:
+        """The wait before the next reconnection attempt, or ``None`` for none (no
+        reconnection allowed, or ``max_reconnects`` / ``max_retry_time`` used up)."""
         if not self.reconnect:
             return None
         if self.max_reconnects is not None and self.quiet >= self.max_reconnects:
             return None
+        if now is None:
+            now = time.monotonic()
+        if self.quiet == 0 or self.lost_at is None:
+            self.lost_at = now
         delay = self.backoff.delay(self.attempt, self.decoder.retry, self.rng.random())
+        if self.max_retry_time is not None and now + delay - self.lost_at > self.max_retry_time:
+            return None
         self.attempt += 1
         self.quiet += 1
         return delay
 
-    def gave_up(self, cause: BaseException) -> SSEConnectionError:
-        if self.reconnect:
-            message = (
-                f"event stream {self.url} lost after {self.quiet} reconnection attempts: {cause!r}"
-            )
+    def gave_up(self, cause: BaseException | None) -> SSEConnectionError:
+        """The error that ends a source which will not reconnect again."""
+        why = f": {cause!r}" if cause is not None else " (the server ended it)"
+        if not self.reconnect:
+            message = f"event stream {self.url} lost{why}"
         else:
-            message = f"event stream {self.url} lost: {cause!r}"
+            spent = ""
+            if self.lost_at is not None:
+                spent = f" in {time.monotonic() - self.lost_at:.1f} s"
+            limits = []
+            if self.max_reconnects is not None:
+                limits.append(f"max_reconnects={self.max_reconnects}")
+            if self.max_retry_time is not None:
+                limits.append(f"max_retry_time={self.max_retry_time:g}")
+            bound = f", the limit ({', '.join(limits)})" if limits else ""
+            message = (
+                f"event stream {self.url} lost after {self.quiet} reconnection attempts"
+                f"{spent}{bound}{why}"
+            )
         return SSEConnectionError(message, url=self.url)

@@ -6,14 +6,16 @@ import asyncio
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import suppress
 from functools import cache
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx2
 
+from tokenwire.client._actions import Fault, Start
 from tokenwire.client._policy import DEFAULT_TIMEOUT, Backoff, SourceCore
 from tokenwire.client._response import (
     SSEConnectionError,
@@ -22,9 +24,9 @@ from tokenwire.client._response import (
     is_transport_error,
     read_bounded,
 )
-from tokenwire.sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecodeError
+from tokenwire.sse import DEFAULT_MAX_EVENT_SIZE, Comment, ServerSentEvent, SSEDecodeError
 
-__all__ = ["AsyncEventSource", "EventSource"]
+__all__ = ["AsyncEventSource", "EventSource", "Item"]
 
 # "new" -> "open" <-> "lost" -> "ended"; any -> "closed"
 _DEFAULT_BACKOFF = Backoff()
@@ -41,8 +43,8 @@ def _ssl_context() -> ssl.SSLContext:
 _DOC_PARAMS = """
     ``url`` and ``method`` say what to request; ``headers`` are sent along (the caller's
     mapping is copied, never changed) with ``Accept: text/event-stream``,
-    ``Cache-Control: no-store`` and, when the last event ID is not empty,
-    ``Last-Event-ID``. ``json`` (encoded once) or ``content`` (bytes or str) is the
+    ``Cache-Control: no-cache`` (what browsers send) and, when the last event ID is not
+    empty, ``Last-Event-ID``. ``json`` (encoded once) or ``content`` (bytes or str) is the
     request body, resent on every reconnection. ``client`` is an httpx2 client to use
     (by default one is made and closed with the source). ``last_event_id`` resumes from
     a known event.
@@ -51,10 +53,27 @@ _DOC_PARAMS = """
     server's ``retry`` (a minimum, clamped to ``backoff.maximum``) with exponential
     backoff and jitter (see :class:`Backoff`); reset after a connection that stayed up
     ``backoff.reset_after`` seconds. ``max_reconnects`` bounds the reconnections in a row
-    that bring no event (``None``: no bound). When no reconnection is allowed or left, a
-    clean end of stream ends the iteration and a network failure raises
-    :class:`SSEConnectionError` (``status=None``, the failure as ``__cause__``). An event
-    that was not terminated when its connection ended is never delivered.
+    that bring no event, ``max_retry_time`` the seconds spent reconnecting since the
+    last event (``None``: no bound). When no reconnection is allowed or left, a clean
+    end of stream ends the iteration and a network failure raises
+    :class:`SSEConnectionError` (``status=None``, the failure as ``__cause__``; the
+    message names the limit that was reached). An event that was not terminated when
+    its connection ended is never delivered. :meth:`restart` drops the connection and
+    reconnects at once with the same ``Last-Event-ID``.
+
+    Redirects (301, 302, 303, 307, 308) are followed as browsers follow them
+    (``follow_redirects``): 303, and 301/302 after a POST, continue as GET without the
+    body, 307/308 keep both; credentials are not sent to another origin; at most the
+    client's ``max_redirects`` hops (20, the Fetch standard's bound, for a client the
+    source makes). Reconnections go to where the last redirect led.
+
+    Plain iteration yields events only. :meth:`all` yields everything that happens,
+    in order: :class:`Start` when a connection opens, each
+    :class:`~tokenwire.sse.ServerSentEvent`, each :class:`~tokenwire.sse.Comment` (the
+    heartbeats), and a :class:`Fault` when a connection is lost (the error, the attempt
+    that follows and its delay) before the wait for the next attempt begins. Use one
+    of the two per source. Each event's ``last_event_id`` is the last event ID in force
+    when it was dispatched, as a browser's ``MessageEvent.lastEventId``.
 
     The first connection is not retried: a failure there raises at once (a wrong URL or
     a server that is down should be seen, not waited on). A response with a status
@@ -76,26 +95,46 @@ _DOC_PARAMS = """
 """
 
 
+Item = ServerSentEvent | Comment | Start | Fault
+"""What :meth:`EventSource.all` yields."""
+
+_GIVE_UP = -1.0  # the planned wait when no reconnection follows
+
+
 class _SourceBase:
     __slots__ = (
+        "_actions",
         "_batch",
         "_core",
         "_failure",
+        "_fed",
+        "_lock",
         "_own_client",
         "_pending",
         "_pos",
+        "_reason",
         "_response",
+        "_restarting",
         "_state",
+        "_wait",
     )
 
     def __init__(self, core: SourceCore) -> None:
         self._core = core
         self._response: httpx2.Response | None = None
         self._state = "new"
-        self._batch: list[ServerSentEvent] = []
+        self._batch: list[Any] = []  # events, and comments in all() mode
         self._pos = 0
         self._pending: SSEDecodeError | None = None  # raised once the batch is delivered
         self._failure: BaseException | None = None  # why the last connection was lost
+        self._reason: Literal["end", "error", "restart"] = "end"
+        self._wait: float | None = None  # the planned wait before the next attempt
+        self._restarting = False
+        self._fed = False  # bytes were read (all() is too late then)
+        # Starts and faults to report, in all() mode (None: plain iteration).
+        self._actions: deque[Item] | None = None
+        # Orders close() against a connection being installed by another thread.
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -122,27 +161,87 @@ class _SourceBase:
         """``close()`` was called."""
         return self._state == "closed"
 
+    def _all_mode(self) -> None:
+        if self._actions is not None:
+            return
+        if self._fed:
+            raise RuntimeError("all() must be called before the source is iterated")
+        self._actions = deque()
+        self._core.decoder.keep_comments = True
+        if self._response is not None:  # opened by `with`: report that connection
+            self._actions.append(self._start_of(self._response, False))
+
+    def _start_of(self, response: httpx2.Response, restarted: bool) -> Start:
+        return Start(
+            status=response.status_code,
+            headers=response.headers,
+            url=self._core.target,
+            attempt=self._core.quiet,
+            restarted=restarted,
+        )
+
     def _feed(self, chunk: bytes) -> None:
+        self._fed = True
+        decoder = self._core.decoder
         try:
-            batch = self._core.decoder.feed(chunk)
+            batch: list[Any] = decoder.feed(chunk)
         except SSEDecodeError as exc:
             batch = exc.events
             self._pending = exc
-        self._batch = batch
-        self._pos = 0
         if batch:
             self._core.quiet = 0
+        if self._actions is not None and decoder.comments:
+            merged: list[Any] = []
+            at = 0
+            for index, comment in decoder.comments:
+                merged += batch[at:index]
+                merged.append(comment)
+                at = index
+            batch = merged + batch[at:]
+        self._batch = batch
+        self._pos = 0
 
-    def _lost_without_reconnect(self, exc: BaseException | None) -> None:
-        if not self._core.reconnect:
-            self._state = "ended"
-            if exc is not None:
-                raise self._core.gave_up(exc) from exc
+    def _install(self, response: httpx2.Response) -> bool:
+        """Make an opened connection the current one; False if the source was closed
+        meanwhile (the caller closes the response)."""
+        core = self._core
+        with self._lock:
+            if self._state == "closed":
+                return False
+            self._response = response
+            self._state = "open"
+        core.opened(_monotonic(), response)
+        restarted, self._restarting = self._restarting, False
+        if self._actions is not None:
+            self._actions.append(self._start_of(response, restarted))
+        return True
+
+    def _lost_state(self, exc: BaseException | None) -> None:
+        """Note a lost connection (after it was dropped)."""
+        if self._state == "closed":
+            return
+        self._state = "lost"
+        self._failure = exc
+        self._wait = None
+        if self._restarting:
+            self._reason = "restart"
+        else:
+            self._reason = "end" if exc is None else "error"
+
+    def _plan(self) -> None:
+        """Decide the next attempt after a loss, and report it in all() mode."""
+        core = self._core
+        delay = 0.0 if self._restarting else core.next_delay()
+        self._wait = _GIVE_UP if delay is None else delay
+        if self._actions is not None:
+            attempt = core.quiet if delay is not None else None
+            self._actions.append(Fault(self._failure, self._reason, attempt, delay))
 
     def _give_up(self) -> None:
         self._state = "ended"
         exc = self._failure
-        if exc is not None:
+        # A reconnecting source only gives up at a limit: say which, even after a clean end.
+        if exc is not None or self._core.reconnect:
             raise self._core.gave_up(exc) from exc
 
     def _first_failure(self, exc: BaseException) -> SSEConnectionError:
@@ -150,6 +249,18 @@ class _SourceBase:
         return SSEConnectionError(
             f"could not open event stream {self._core.url}: {exc!r}", url=self._core.url
         )
+
+    def _redirects_error(self, exc: BaseException) -> SSEConnectionError:
+        self._state = "ended"
+        return SSEConnectionError(
+            f"event stream {self._core.url}: too many redirects ({exc})", url=self._core.url
+        )
+
+    def _begin_restart(self) -> httpx2.Response | None:
+        if self._state in ("new", "closed", "ended"):
+            return None
+        self._restarting = True
+        return self._response
 
 
 class EventSource(_SourceBase):
@@ -177,10 +288,12 @@ class EventSource(_SourceBase):
         last_event_id: str | None = None,
         reconnect: bool = True,
         max_reconnects: int | None = None,
+        max_retry_time: float | None = None,
         timeout: float | httpx2.Timeout | None = DEFAULT_TIMEOUT,
         idle_timeout: float | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         backoff: Backoff = _DEFAULT_BACKOFF,
+        follow_redirects: bool = True,
     ) -> None:
         super().__init__(
             SourceCore(
@@ -196,6 +309,8 @@ class EventSource(_SourceBase):
                 idle_timeout,
                 max_event_size,
                 backoff,
+                follow_redirects=follow_redirects,
+                max_retry_time=max_retry_time,
             )
         )
         self._client = client if client is not None else httpx2.Client(verify=_ssl_context())
@@ -224,16 +339,32 @@ class EventSource(_SourceBase):
         batch = self._batch
         if pos < len(batch):
             self._pos = pos + 1
-            return batch[pos]
-        return self._next()
+            event: ServerSentEvent = batch[pos]
+            return event
+        return self._next()  # type: ignore[return-value]  # events only, outside all()
 
-    def _next(self) -> ServerSentEvent:
+    def all(self) -> Iterator[Item]:
+        """Everything the source does, in order: :class:`Start`, events, comments and
+        :class:`Fault` (see the class docstring). Call it before reading any event
+        (right after ``with`` is fine)."""
+        self._all_mode()
         while True:
+            try:
+                yield self._next()
+            except StopIteration:
+                return
+
+    def _next(self) -> Item:
+        while True:
+            actions = self._actions
+            if actions:
+                return actions.popleft()
             batch = self._batch
             pos = self._pos
             if pos < len(batch):
                 self._pos = pos + 1
-                return batch[pos]
+                item: Item = batch[pos]
+                return item
             if self._pending is not None:
                 error, self._pending = self._pending, None
                 raise error
@@ -243,7 +374,7 @@ class EventSource(_SourceBase):
                 if state == "new":
                     self._connect_first()
                 elif state == "lost":
-                    self._reconnect()
+                    self._reconnect_step()
                 else:
                     raise StopIteration
                 continue
@@ -255,6 +386,9 @@ class EventSource(_SourceBase):
             except Exception as exc:
                 if self._state == "closed":
                     raise StopIteration from None
+                if self._restarting:
+                    self._lost(None)
+                    continue
                 if not is_transport_error(exc):
                     raise
                 self._lost(exc)
@@ -265,12 +399,17 @@ class EventSource(_SourceBase):
         core = self._core
         request = self._client.build_request(
             core.method,
-            core.url,
+            core.target,
             headers=core.request_headers(),
             content=core.body,
             timeout=core.timeout,
         )
-        response = self._client.send(request, stream=True)
+        try:
+            response = self._client.send(
+                request, stream=True, follow_redirects=core.follow_redirects
+            )
+        except httpx2.TooManyRedirects as exc:
+            raise self._redirects_error(exc) from exc
         if self._state == "closed":
             response.close()
             return False
@@ -282,10 +421,10 @@ class EventSource(_SourceBase):
         if verdict == "error":
             self._state = "ended"
             raise core.error(response, read_bounded(response))
-        self._response = response
+        if not self._install(response):
+            response.close()
+            return False
         self._chunks = response.iter_bytes()
-        self._state = "open"
-        core.opened(_monotonic())
         return True
 
     def _connect_first(self) -> None:
@@ -300,57 +439,75 @@ class EventSource(_SourceBase):
 
     def _lost(self, exc: BaseException | None) -> None:
         self._drop()
-        if self._state == "closed":
-            return
-        self._state = "lost"
-        self._failure = exc
-        self._lost_without_reconnect(exc)
+        self._lost_state(exc)
 
     def _drop(self) -> None:
-        response = self._response
-        self._response = None
+        with self._lock:
+            response = self._response
+            self._response = None
         self._chunks = None
         self._core.lost(_monotonic())
         if response is not None:
             with suppress(Exception):
                 response.close()
 
-    def _reconnect(self) -> None:
-        core = self._core
-        while True:
-            delay = core.next_delay()
-            if delay is None:
-                self._give_up()
-                return
-            if delay > 0:
-                self._wake.wait(delay)
+    def _reconnect_step(self) -> None:
+        """One step after a loss: plan the next attempt (reported first in all()
+        mode), then wait for it and make it."""
+        if self._wait is None:
+            self._plan()
+            return
+        wait, self._wait = self._wait, None
+        if wait == _GIVE_UP and not self._restarting:
+            self._give_up()
+            return
+        if wait > 0 and not self._restarting:
+            self._wake.wait(wait)
+        self._wake.clear()
+        if self._state == "closed":
+            return
+        try:
+            self._open()
+        except SSEConnectionError:
+            raise
+        except Exception as exc:
             if self._state == "closed":
                 return
-            try:
-                self._open()
-                return
-            except SSEConnectionError:
+            if not is_transport_error(exc):
                 raise
-            except Exception as exc:
-                if self._state == "closed":
-                    return
-                if not is_transport_error(exc):
-                    raise
-                self._failure = exc
+            self._failure = exc
+            self._reason = "error"
+            self._restarting = False
+
+    def restart(self) -> None:
+        """Drop the current connection and reconnect at once, with the same
+        ``Last-Event-ID`` (from any thread; a wait for a reconnection is cut short).
+        Not counted against the reconnection limits."""
+        response = self._begin_restart()
+        self._wake.set()
+        if response is not None:
+            abort_socket(response)
 
     def close(self) -> None:
         """Close the connection (at once, even if another thread is blocked reading it)
         and the client if the source made it. Safe to call more than once."""
-        if self._state == "closed":
-            return
-        self._state = "closed"
+        with self._lock:
+            if self._state == "closed":
+                return
+            self._state = "closed"
+            # Cleared before the reader is woken: when it sees the source closed, the
+            # source has no connection any more.
+            response, self._response = self._response, None
         self._wake.set()
-        response = self._response
         if response is not None:
             abort_socket(response)
         self._batch = []
         self._pos = 0
-        self._drop()
+        self._chunks = None
+        self._core.lost(_monotonic())
+        if response is not None:
+            with suppress(Exception):
+                response.close()
         if self._own_client:
             self._client.close()
 
@@ -380,10 +537,12 @@ class AsyncEventSource(_SourceBase):
         last_event_id: str | None = None,
         reconnect: bool = True,
         max_reconnects: int | None = None,
+        max_retry_time: float | None = None,
         timeout: float | httpx2.Timeout | None = DEFAULT_TIMEOUT,
         idle_timeout: float | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         backoff: Backoff = _DEFAULT_BACKOFF,
+        follow_redirects: bool = True,
     ) -> None:
         super().__init__(
             SourceCore(
@@ -399,6 +558,8 @@ class AsyncEventSource(_SourceBase):
                 idle_timeout,
                 max_event_size,
                 backoff,
+                follow_redirects=follow_redirects,
+                max_retry_time=max_retry_time,
             )
         )
         self._client = client if client is not None else httpx2.AsyncClient(verify=_ssl_context())
@@ -427,16 +588,32 @@ class AsyncEventSource(_SourceBase):
         batch = self._batch
         if pos < len(batch):
             self._pos = pos + 1
-            return batch[pos]
-        return await self._next()
+            event: ServerSentEvent = batch[pos]
+            return event
+        return await self._next()  # type: ignore[return-value]  # events only, outside all()
 
-    async def _next(self) -> ServerSentEvent:
+    async def all(self) -> AsyncIterator[Item]:
+        """Everything the source does, in order: :class:`Start`, events, comments and
+        :class:`Fault` (see the class docstring). Call it before reading any event
+        (right after ``with`` is fine)."""
+        self._all_mode()
         while True:
+            try:
+                yield await self._next()
+            except StopAsyncIteration:
+                return
+
+    async def _next(self) -> Item:
+        while True:
+            actions = self._actions
+            if actions:
+                return actions.popleft()
             batch = self._batch
             pos = self._pos
             if pos < len(batch):
                 self._pos = pos + 1
-                return batch[pos]
+                item: Item = batch[pos]
+                return item
             if self._pending is not None:
                 error, self._pending = self._pending, None
                 raise error
@@ -446,7 +623,7 @@ class AsyncEventSource(_SourceBase):
                 if state == "new":
                     await self._connect_first()
                 elif state == "lost":
-                    await self._reconnect()
+                    await self._reconnect_step()
                 else:
                     raise StopAsyncIteration
                 continue
@@ -458,6 +635,9 @@ class AsyncEventSource(_SourceBase):
             except Exception as exc:
                 if self._state == "closed":
                     raise StopAsyncIteration from None
+                if self._restarting:
+                    await self._lost(None)
+                    continue
                 if not is_transport_error(exc):
                     raise
                 await self._lost(exc)
@@ -468,12 +648,17 @@ class AsyncEventSource(_SourceBase):
         core = self._core
         request = self._client.build_request(
             core.method,
-            core.url,
+            core.target,
             headers=core.request_headers(),
             content=core.body,
             timeout=core.timeout,
         )
-        response = await self._client.send(request, stream=True)
+        try:
+            response = await self._client.send(
+                request, stream=True, follow_redirects=core.follow_redirects
+            )
+        except httpx2.TooManyRedirects as exc:
+            raise self._redirects_error(exc) from exc
         if self._state == "closed":
             await response.aclose()
             return False
@@ -485,10 +670,10 @@ class AsyncEventSource(_SourceBase):
         if verdict == "error":
             self._state = "ended"
             raise core.error(response, await aread_bounded(response))
-        self._response = response
+        if not self._install(response):
+            await response.aclose()
+            return False
         self._chunks = response.aiter_bytes()
-        self._state = "open"
-        core.opened(_monotonic())
         return True
 
     async def _connect_first(self) -> None:
@@ -503,11 +688,7 @@ class AsyncEventSource(_SourceBase):
 
     async def _lost(self, exc: BaseException | None) -> None:
         await self._drop()
-        if self._state == "closed":
-            return
-        self._state = "lost"
-        self._failure = exc
-        self._lost_without_reconnect(exc)
+        self._lost_state(exc)
 
     async def _drop(self) -> None:
         response = self._response
@@ -524,28 +705,42 @@ class AsyncEventSource(_SourceBase):
             async with asyncio.timeout(delay):
                 await wake.wait()
 
-    async def _reconnect(self) -> None:
-        core = self._core
-        while True:
-            delay = core.next_delay()
-            if delay is None:
-                self._give_up()
-                return
-            if delay > 0:
-                await self._sleep(delay)
+    async def _reconnect_step(self) -> None:
+        """One step after a loss: plan the next attempt (reported first in all()
+        mode), then wait for it and make it."""
+        if self._wait is None:
+            self._plan()
+            return
+        wait, self._wait = self._wait, None
+        if wait == _GIVE_UP and not self._restarting:
+            self._give_up()
+            return
+        if wait > 0 and not self._restarting:
+            await self._sleep(wait)
+        if self._state == "closed":
+            return
+        try:
+            await self._open()
+        except SSEConnectionError:
+            raise
+        except Exception as exc:
             if self._state == "closed":
                 return
-            try:
-                await self._open()
-                return
-            except SSEConnectionError:
+            if not is_transport_error(exc):
                 raise
-            except Exception as exc:
-                if self._state == "closed":
-                    return
-                if not is_transport_error(exc):
-                    raise
-                self._failure = exc
+            self._failure = exc
+            self._reason = "error"
+            self._restarting = False
+
+    def restart(self) -> None:
+        """Drop the current connection and reconnect at once, with the same
+        ``Last-Event-ID`` (a wait for a reconnection is cut short). Not counted against
+        the reconnection limits."""
+        response = self._begin_restart()
+        if self._wake is not None:
+            self._wake.set()
+        if response is not None:
+            abort_socket(response)
 
     async def aclose(self) -> None:
         """Close the connection (at once, even if another task is blocked reading it)
@@ -555,11 +750,15 @@ class AsyncEventSource(_SourceBase):
         self._state = "closed"
         if self._wake is not None:
             self._wake.set()
-        response = self._response
+        response, self._response = self._response, None
         if response is not None:
             abort_socket(response)
         self._batch = []
         self._pos = 0
-        await self._drop()
+        self._chunks = None
+        self._core.lost(_monotonic())
+        if response is not None:
+            with suppress(Exception):
+                await response.aclose()
         if self._own_client:
             await self._client.aclose()
