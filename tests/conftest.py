@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -21,6 +22,13 @@ RECORDED = SHARED / "fixtures" / "recorded"
 # The demo model is paced like a real one by default; the suite runs it unpaced, servers
 # started as subprocesses included (the tests of pacing set their own speed).
 os.environ.setdefault("TOKENWIRE_DEMO_SPEED", "max")
+# A suite started as a background job (`scripts/test &`, CI runners, nohup) gets SIGINT
+# ignored, and an ignored signal is inherited by every process it starts: the CLI
+# processes that tests interrupt would never see their Ctrl-C (Python only installs its
+# KeyboardInterrupt handler when SIGINT is not ignored). Handled here, it is reset to
+# the default in each child, as in a terminal's foreground process.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def recorded_dir(kind: str) -> Path:
