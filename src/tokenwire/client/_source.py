@@ -237,6 +237,31 @@ class _SourceBase:
             attempt = core.quiet if delay is not None else None
             self._actions.append(Fault(self._failure, self._reason, attempt, delay))
 
+    def _take_wait(self) -> float | None:
+        """After a loss: the seconds to wait before the next attempt, or None to go
+        back to the loop first (the attempt was just planned, and is reported before
+        any wait; or the source gave up and ended)."""
+        if self._wait is None:
+            self._plan()
+            return None
+        wait, self._wait = self._wait, None
+        if self._restarting:
+            return 0.0
+        if wait == _GIVE_UP:
+            self._give_up()
+            return None
+        return wait
+
+    def _attempt_failed(self, exc: Exception) -> None:
+        """A reconnection attempt failed: a network failure plans the next one."""
+        if self._state == "closed":
+            return
+        if not is_transport_error(exc):
+            raise exc
+        self._failure = exc
+        self._reason = "error"
+        self._restarting = False
+
     def _give_up(self) -> None:
         self._state = "ended"
         exc = self._failure
@@ -454,14 +479,10 @@ class EventSource(_SourceBase):
     def _reconnect_step(self) -> None:
         """One step after a loss: plan the next attempt (reported first in all()
         mode), then wait for it and make it."""
-        if self._wait is None:
-            self._plan()
+        wait = self._take_wait()
+        if wait is None:
             return
-        wait, self._wait = self._wait, None
-        if wait == _GIVE_UP and not self._restarting:
-            self._give_up()
-            return
-        if wait > 0 and not self._restarting:
+        if wait > 0:
             self._wake.wait(wait)
         self._wake.clear()
         if self._state == "closed":
@@ -471,13 +492,7 @@ class EventSource(_SourceBase):
         except SSEConnectionError:
             raise
         except Exception as exc:
-            if self._state == "closed":
-                return
-            if not is_transport_error(exc):
-                raise
-            self._failure = exc
-            self._reason = "error"
-            self._restarting = False
+            self._attempt_failed(exc)
 
     def restart(self) -> None:
         """Drop the current connection and reconnect at once, with the same
@@ -708,14 +723,10 @@ class AsyncEventSource(_SourceBase):
     async def _reconnect_step(self) -> None:
         """One step after a loss: plan the next attempt (reported first in all()
         mode), then wait for it and make it."""
-        if self._wait is None:
-            self._plan()
+        wait = self._take_wait()
+        if wait is None:
             return
-        wait, self._wait = self._wait, None
-        if wait == _GIVE_UP and not self._restarting:
-            self._give_up()
-            return
-        if wait > 0 and not self._restarting:
+        if wait > 0:
             await self._sleep(wait)
         if self._state == "closed":
             return
@@ -724,13 +735,7 @@ class AsyncEventSource(_SourceBase):
         except SSEConnectionError:
             raise
         except Exception as exc:
-            if self._state == "closed":
-                return
-            if not is_transport_error(exc):
-                raise
-            self._failure = exc
-            self._reason = "error"
-            self._restarting = False
+            self._attempt_failed(exc)
 
     def restart(self) -> None:
         """Drop the current connection and reconnect at once, with the same
