@@ -258,6 +258,9 @@ def test_in_stream_faults_and_unknown_names() -> None:
     assert sum(isinstance(d, TextDelta) for d in out) == 4 and isinstance(out[-1], ErrorDelta)
     with pytest.raises(DropConnection):
         deltas(ChatRequest(model="demo:cut@3", messages=[]))
+    # A reply is made long enough for the fault to happen.
+    long = deltas(ChatRequest(model="demo:error@500", messages=[], seed=1, temperature=1))
+    assert sum(isinstance(d, TextDelta) for d in long) == 500 and isinstance(long[-1], ErrorDelta)
 
 
 def test_faults_route_through_any_demo_route() -> None:

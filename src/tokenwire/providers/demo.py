@@ -267,7 +267,8 @@ class DemoProvider:
         fail_after = self.fail_after
         produced = reasoning = 0
         finish: FinishDelta | None = None
-        pieces = _plan(request, rng, temperature)
+        # A text reply is made long enough for an in-stream fault to happen.
+        pieces = _plan(request, rng, temperature, fault.after + 1 if fault else 0)
         for piece in pieces:
             if type(piece) is FinishDelta:
                 finish = piece
@@ -345,7 +346,9 @@ def _message_text(message: ChatMessage) -> str:
 # -- what a reply says: a plan of pieces (one token each), ending with its finish -------
 
 
-def _plan(request: ChatRequest, rng: random.Random, temperature: float) -> Iterator[Delta]:
+def _plan(
+    request: ChatRequest, rng: random.Random, temperature: float, at_least: int = 0
+) -> Iterator[Delta]:
     if request.reasoning_effort is not None or request.reasoning_budget is not None:
         yield from _reasoning(request, rng, temperature)
     last = request.messages[-1] if request.messages else None
@@ -365,7 +368,7 @@ def _plan(request: ChatRequest, rng: random.Random, temperature: float) -> Itera
     if results:
         yield from _answer_results(request, results, rng, temperature)
         return
-    yield from _text(rng, temperature, _length(request.max_tokens, rng))
+    yield from _text(rng, temperature, max(_length(request.max_tokens, rng), at_least))
 
 
 def _length(max_tokens: int | None, rng: random.Random) -> int:

@@ -16,6 +16,9 @@ caller's own protocol (the gateway renders the error in the shape of the caller'
 ``stall@N``       N tokens, then nothing more (for idle deadlines)
 ``cut@N``         N tokens, then the client's connection is dropped mid-stream
 ================  ===========================================================================
+
+A text reply is made long enough for an in-stream fault to happen (``max_tokens`` still
+ends it first if it is smaller than N).
 """
 
 from __future__ import annotations
