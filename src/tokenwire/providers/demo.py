@@ -372,11 +372,13 @@ def _plan(
 
 
 def _length(max_tokens: int | None, rng: random.Random) -> int:
-    """The reply's natural length in pieces: short by default, about ``max_tokens`` (a
-    quarter either side, so some replies are cut at the limit) when given."""
-    if max_tokens is None:
-        return rng.randint(25, 70)
-    return rng.randint(max(1, max_tokens * 3 // 4), max_tokens + max_tokens // 4 + 1)
+    """The reply's natural length in pieces: 25 to 70 by default, which a smaller
+    ``max_tokens`` cuts (as a real model's limit does); a larger one asks for a reply of
+    about that length (a quarter either side, so some are cut at the limit)."""
+    natural = rng.randint(25, 70)
+    if max_tokens is None or max_tokens <= 70:
+        return natural
+    return rng.randint(max(natural, max_tokens * 3 // 4), max_tokens + max_tokens // 4 + 1)
 
 
 def _pieces(rng: random.Random, temperature: float) -> Iterator[str]:
