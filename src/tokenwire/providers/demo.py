@@ -146,10 +146,11 @@ class DemoProvider:
       fast; ``"max"``: no pacing); unset, it is read from ``$TOKENWIRE_DEMO_SPEED``
       (``tokenwire serve --demo-speed``). ``time_to_first_token`` / ``time_per_token``
       set an exact pace instead (seconds; either one given, the other is 0).
-    - **Length**: a short reply by default; with ``max_tokens`` a reply of about that
-      length, generated on from the corpus for as long as asked, ending with finish
-      reason ``length`` when cut. A "token" is one emitted piece: a word with its
-      leading space, a paragraph break, or a fragment of JSON.
+    - **Length**: a short reply by default (25 to 70 tokens), which a smaller
+      ``max_tokens`` cuts; a larger one gives a reply of about that length, generated on
+      from the corpus for as long as asked. Finish reason ``length`` when cut. A
+      "token" is one emitted piece: a word with its leading space, a paragraph break,
+      or a fragment of JSON.
     - **Tools**: when the request offers tools and its tool choice requires one (or
       names one) it calls one; with ``auto`` it calls the tools the last user message
       names (several at once unless parallel calls are off). Arguments are valid
