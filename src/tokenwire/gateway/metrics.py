@@ -7,18 +7,24 @@ lookup and an add.
 Every metric holds at most ``max_series`` label sets (default 1,000); observations for
 further label sets are counted under the label value ``"other"``, so that names chosen
 by clients cannot grow memory or ``/metrics`` without bound.
+
+These are one process's metrics. Several worker processes add theirs up through files
+in a shared directory: :mod:`tokenwire.gateway.metrics_files`.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-__all__ = ["Counter", "Gauge", "Histogram", "Registry"]
+__all__ = ["Counter", "Gauge", "Histogram", "HistogramSeries", "Registry"]
 
 Labels = tuple[str, ...]
+HistogramSeries = tuple[Sequence[float], float, float]
+"""One histogram series: the count in each bucket (not cumulative, the last one above
+every bound), the sum and the count of the observations."""
 
 
 def _escape(value: str) -> str:
@@ -86,9 +92,10 @@ class Counter(_Metric):
     def get(self, *labels: str) -> float:
         return self.values.get(labels, 0.0)
 
-    def render(self) -> list[str]:
+    def render(self, values: Mapping[Labels, float] | None = None) -> list[str]:
+        """The exposition lines of ``values`` (default: this process's)."""
         lines = self.header()
-        for labels, value in sorted(self.values.items()):
+        for labels, value in sorted((self.values if values is None else values).items()):
             lines.append(f"{self.name}{_format_labels(self.label_names, labels)} {_number(value)}")
         return lines
 
@@ -101,13 +108,13 @@ class Gauge(Counter):
     def dec(self, *labels: str, amount: float = 1.0) -> None:
         self.inc(*labels, amount=-amount)
 
-    def render(self) -> list[str]:
-        lines = self.header()
-        if not self.values and not self.label_names:
-            lines.append(f"{self.name} 0")
-        for labels, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{_format_labels(self.label_names, labels)} {_number(value)}")
-        return lines
+    def render(self, values: Mapping[Labels, float] | None = None) -> list[str]:
+        """The exposition lines of ``values`` (default: this process's)."""
+        if values is None:
+            values = self.values
+        if not values and not self.label_names:
+            return [*self.header(), f"{self.name} 0"]
+        return super().render(values)
 
 
 class Histogram(_Metric):
@@ -146,15 +153,18 @@ class Histogram(_Metric):
         entry = self.data.get(labels)
         return int(entry[1][1]) if entry else 0
 
-    def render(self) -> list[str]:
+    def render(self, series: Mapping[Labels, HistogramSeries] | None = None) -> list[str]:
+        """The exposition lines of ``series`` (default: this process's)."""
+        if series is None:
+            series = {labels: (counts, t[0], t[1]) for labels, (counts, t) in self.data.items()}
         lines = self.header()
-        for labels, (counts, (total, count)) in sorted(self.data.items()):
-            running = 0
+        for labels, (counts, total, count) in sorted(series.items()):
+            running = 0.0
             for bound, n in zip([*self.bounds, math.inf], counts, strict=True):
                 running += n
                 le = f'le="{_number(bound)}"'
                 label_text = _format_labels(self.label_names, labels, le)
-                lines.append(f"{self.name}_bucket{label_text} {running}")
+                lines.append(f"{self.name}_bucket{label_text} {_number(running)}")
             base = _format_labels(self.label_names, labels)
             lines.append(f"{self.name}_sum{base} {_number(total)}")
             lines.append(f"{self.name}_count{base} {_number(count)}")
@@ -173,6 +183,30 @@ class Registry:
     def add(self, metric: _M) -> _M:
         self.metrics.append(metric)
         return metric
+
+    def counter(
+        self, name: str, help: str, labels: Sequence[str] = (), *, max_series: int = MAX_SERIES
+    ) -> Counter:
+        """A new counter, exposed by this registry."""
+        return self.add(Counter(name, help, labels, max_series=max_series))
+
+    def gauge(
+        self, name: str, help: str, labels: Sequence[str] = (), *, max_series: int = MAX_SERIES
+    ) -> Gauge:
+        """A new gauge, exposed by this registry."""
+        return self.add(Gauge(name, help, labels, max_series=max_series))
+
+    def histogram(
+        self,
+        name: str,
+        help: str,
+        buckets: Sequence[float],
+        labels: Sequence[str] = (),
+        *,
+        max_series: int = MAX_SERIES,
+    ) -> Histogram:
+        """A new histogram, exposed by this registry."""
+        return self.add(Histogram(name, help, buckets, labels, max_series=max_series))
 
     def render(self) -> bytes:
         lines: list[str] = []
