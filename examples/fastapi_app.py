@@ -17,7 +17,6 @@ closed at once, and with it the upstream connection.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ def create_app(
     :func:`load_config`)."""
     base: Agent = agent or Agent.from_config(config or load_config(), agent_name)
     app = FastAPI(title="tokenwire agent example")
-    producers: set[asyncio.Task[None]] = set()
 
     def options_or_400(options: dict[str, Any]) -> StreamOptions | Response:
         try:
@@ -90,9 +88,7 @@ def create_app(
                     if isinstance(delta, TextDelta):
                         await sender.send(delta.text)
 
-        task = asyncio.create_task(produce())
-        producers.add(task)  # keep a reference until done
-        task.add_done_callback(producers.discard)
+        sender.produce(produce())  # the sender keeps the task and collects its outcome
         return response
 
     return app

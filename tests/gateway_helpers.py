@@ -7,6 +7,7 @@ every scenario; it records the requests it got and when each stream's producer e
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +36,16 @@ from tokenwire.llm.protocol import get_protocol
 from tokenwire.server import EventStreamResponse
 
 TEXT = ["Hello", ", ", "world", "!"]
+# A reply in Markdown (model "markdown"), streamed word by word at a model's pace.
+MARKDOWN = (
+    "Here is a **short** example, with `inline code` and a *little* emphasis:\n\n"
+    "```python\n"
+    "def greet(name: str) -> str:\n"
+    '    return f"Hello, {name}! This line is long enough to scroll in its own box."\n'
+    "```\n\n"
+    "- streamed token by token\n"
+    "- rendered as [Markdown](https://commonmark.org/)\n"
+)
 
 
 def script(model: str) -> list[Delta | float]:
@@ -66,8 +77,16 @@ def script(model: str) -> list[Delta | float]:
         return [*start, 1.5, *text, *end]
     if model == "stall":
         return [*start, TextDelta("Hel"), 30.0, *text, *end]
+    if model == "markdown":
+        words = [*re.findall(r"\s*\S+", MARKDOWN), "\n"]
+        return [
+            *start,
+            *[x for w in words for x in (TextDelta(w), 0.02)],
+            FinishDelta("stop", raw_reason="end_turn"),
+            UsageDelta(Usage(input_tokens=11, output_tokens=len(words))),
+        ]
     if model == "midfail":
-        error = {"type": "overloaded_error", "message": "upstream overloaded"}
+        error: dict[str, object] = {"type": "overloaded_error", "message": "upstream overloaded"}
         return [
             *start,
             TextDelta("Hel"),
@@ -142,11 +161,11 @@ def upstream_app(state: Upstream) -> Starlette:
         if model == "echo-key-stream":
             # A careless upstream that repeats the caller's credentials in its reply.
             key = request.headers.get("authorization") or request.headers.get("x-api-key")
-            error = {"type": "authentication_error", "message": f"bad key {key}"}
+            bad: dict[str, object] = {"type": "authentication_error", "message": f"bad key {key}"}
             deltas = [
                 deltas[0],
                 TextDelta(f"your key is {key}"),
-                ErrorDelta("authentication_error", f"bad key {key}", error),
+                ErrorDelta("authentication_error", f"bad key {key}", bad),
             ]
         encoder: Any
         if protocol == "openai":

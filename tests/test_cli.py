@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -208,7 +209,11 @@ def test_chat_streams_reply_and_reports_speed(
     assert result.stdout == "Hello, world!\n"
     assert "time to first token" in result.stderr
     assert "4 tokens" in result.stderr
-    assert "tokens/s" in result.stderr
+    # The rate is the printed figures' quotient: tokens after the first / their time.
+    after = re.search(r"(\d+) after the first in ([\d.]+) s(?:: ([\d.]+) tokens/s)?", result.stderr)
+    assert after is not None and int(after[1]) == 3
+    if after[3] is not None:
+        assert float(after[3]) == pytest.approx(3 / float(after[2]), rel=0.01)
     (req,) = app.seen
     assert req.path == "/v1/chat/completions"
     assert req.headers["authorization"] == "Bearer sk-from-env"

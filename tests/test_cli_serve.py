@@ -97,7 +97,7 @@ def test_serve_then_chat_hello(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip()
         assert "time to first token" in result.stderr
-        assert "tokens/s" in result.stderr
+        assert "after the first in" in result.stderr
 
         # The browser stream, through `tokenwire tail`.
         result = run_cli(
@@ -171,7 +171,7 @@ def test_serve_rejects_bad_configuration(tmp_path: Path) -> None:
 
     result = run_cli("serve", "--port", "99999", cwd=tmp_path)
     assert result.returncode == 2
-    assert "between 1 and 65535" in result.stderr
+    assert "between 0 and 65535" in result.stderr
 
 
 def test_chat_speaks_every_protocol_to_the_gateway(tmp_path: Path) -> None:
@@ -215,3 +215,43 @@ def test_chat_speaks_every_protocol_to_the_gateway(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         assert bad.returncode == 2 and "stop" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_serve_on_a_busy_port_says_so_before_any_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "tokenwire gateway on" not in result.stdout  # no banner for a server not there
+    assert f"port {port} is already in use" in result.stderr
+    assert "--port" in result.stderr and "--port 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_banner_comes_once_listening_on_the_port_it_shows(tmp_path: Path) -> None:
+    """``--port 0`` takes any free port; the banner names it, and by the time the banner
+    is printed the port accepts connections (a client may start on seeing it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokenwire", "serve", "--port", "0", "--log-level", "warning"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert banner.startswith("tokenwire gateway on http://127.0.0.1:"), banner
+        port = int(banner.split("http://127.0.0.1:")[1].split()[0])
+        assert port != 0
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # listening already: the connection is taken, not refused
+        answer = httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        assert answer.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)

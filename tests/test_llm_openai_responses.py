@@ -1595,10 +1595,12 @@ def test_from_responses_reads_every_field() -> None:
         reasoning_effort="low",
         response_format=ResponseFormat("json_schema", name="weather", schema=WEATHER, strict=True),
         metadata={"trace": "t1"},
+        extra={"truncation": "auto"},  # not modelled: forwarded to a Responses upstream
+        extra_protocol="responses",
     )
-    simple = from_responses({"model": "m", "input": "Hi", "tool_choice": "required"})
+    simple = from_responses({"model": "m", "input": "Hi", "tool_choice": "none"})
     assert simple.messages == [ChatMessage("user", [TextPart("Hi")])]
-    assert (simple.tool_choice, simple.stream, simple.include_usage) == ("required", False, True)
+    assert (simple.tool_choice, simple.stream, simple.include_usage) == ("none", False, True)
     assert simple.system is None and simple.stop == []
     fmt = from_responses({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}})
     assert fmt.response_format == ResponseFormat("json_object")
@@ -1707,7 +1709,7 @@ def test_translation_from_the_other_protocols() -> None:
     claude = from_anthropic(
         {
             "model": "claude",
-            "max_tokens": 100,
+            "max_tokens": 3000,
             "thinking": {"type": "enabled", "budget_tokens": 2000},
             "messages": [{"role": "user", "content": "hi"}],
         }
@@ -1896,34 +1898,45 @@ FORMATS = (
         description=st.none() | NONEMPTY,
     )
 )
+TOOL_NAMES = st.from_regex(r"[a-zA-Z0-9_-]{1,64}", fullmatch=True)
+
+
+def _consistent_choice(req: ChatRequest) -> ChatRequest:
+    """A tool choice the API accepts: with tools to choose from, naming one of them."""
+    if req.tool_choice == "<first>":
+        req.tool_choice = req.tools[0].name if req.tools else None
+    elif not req.tools and req.tool_choice not in (None, "none"):
+        req.tool_choice = None
+    return req
+
+
 CHAT_REQUESTS = st.builds(
     ChatRequest,
     model=NONEMPTY,
     messages=chat_messages(),
     system=st.none() | NONEMPTY,
-    max_tokens=st.none() | st.integers(1, 10**6),
+    max_tokens=st.none() | st.integers(16, 10**6),
     temperature=st.none() | st.floats(0, 2),
     top_p=st.none() | st.floats(0, 1),
     tools=st.lists(
         st.builds(
             ToolSpec,
-            name=NONEMPTY,
+            name=TOOL_NAMES,
             description=st.none() | NONEMPTY,
             parameters=SCHEMAS,
             strict=st.booleans(),  # the wire always says one or the other
         ),
         max_size=3,
     ),
-    tool_choice=st.none()
-    | st.sampled_from(["auto", "none", "required"])
-    | NONEMPTY.filter(lambda n: n not in ("auto", "none", "required")),
+    tool_choice=st.none() | st.sampled_from(["auto", "none", "required", "<first>"]),
     stream=st.booleans(),
     include_usage=st.just(True),
     parallel_tool_calls=st.none() | st.booleans(),
     reasoning_effort=st.none() | st.sampled_from(REASONING_EFFORTS),
     response_format=FORMATS,
     metadata=st.none() | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3),
-)
+    extra_protocol=st.just("responses"),
+).map(_consistent_choice)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenwire.llm.openai_responses import from_responses
 from tokenwire.llm.requests import (
     RequestError,
     ToolCallPart,
     ToolResultPart,
+    dropped_fields,
     from_anthropic,
     from_openai,
+    refused_fields,
     to_anthropic,
     to_openai,
+    with_extra,
 )
 
 WEATHER_TOOL = {
@@ -138,6 +146,7 @@ def test_anthropic_request_reading() -> None:
                     ],
                 },
             ],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
             "tool_choice": {"type": "tool", "name": "f"},
             "stop_sequences": ["END"],
         }
@@ -204,7 +213,7 @@ def test_openai_validation_names_the_field(body: dict, param: str) -> None:
                 "max_tokens": 5,
                 "messages": [{"role": "user", "content": [{"type": "bogus"}]}],
             },
-            "messages[0].content[0]",
+            "messages[0].content[0].type",
         ),
         (
             {
@@ -243,3 +252,72 @@ def test_bad_tool_arguments_are_reported() -> None:
     )
     with pytest.raises(RequestError, match="arguments"):
         to_anthropic(req)
+
+
+# --- strict types, extra fields ---------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=5,
+)
+_READERS = {
+    "openai": lambda b: from_openai(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], **b}
+    ),
+    "anthropic": lambda b: from_anthropic(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], **b}
+    ),
+    "responses": lambda b: from_responses({"model": "m", "input": "x", **b}),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(protocol=st.sampled_from(sorted(_READERS)), value=_JSON)
+def test_stream_is_a_boolean_or_a_400(protocol: str, value: Any) -> None:
+    """No truthiness: only true, false and null are taken."""
+    read = _READERS[protocol]
+    if value is None or isinstance(value, bool):
+        assert read({"stream": value}).stream is bool(value)
+    else:
+        with pytest.raises(RequestError) as info:
+            read({"stream": value})
+        assert info.value.param == "stream"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    protocol=st.sampled_from(sorted(_READERS)),
+    extra=st.dictionaries(
+        st.text(min_size=1, max_size=8).map(lambda k: "x_" + k), _JSON, max_size=4
+    ),
+)
+def test_unknown_fields_are_kept_exactly_and_forwarded_to_their_own_protocol(
+    protocol: str, extra: dict[str, Any]
+) -> None:
+    req = _READERS[protocol](extra)
+    assert req.extra == extra and req.extra_protocol == protocol
+    assert dropped_fields(req, protocol) == []
+    others = [p for p in _READERS if p != protocol]
+    assert dropped_fields(req, others[0]) == sorted(extra)
+    body = with_extra({"model": "m"}, req, protocol)
+    assert {k: body[k] for k in extra} == extra
+    assert with_extra({"model": "m"}, req, others[0]) == {"model": "m"}
+
+
+def test_refused_fields_are_the_ones_that_change_the_reply() -> None:
+    req = from_openai(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "logprobs": True,
+            "frequency_penalty": 0.5,
+            "modalities": ["text"],
+        }
+    )
+    assert refused_fields(req, "anthropic") == ["logprobs"]
+    assert refused_fields(req, "openai") == []
+    quiet = from_openai(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": False}
+    )
+    assert refused_fields(quiet, "anthropic") == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import shutil
 import subprocess
 import threading
@@ -149,15 +150,29 @@ def test_source_error_ends_with_error_event_and_is_logged(
         yield "ok"
         raise RuntimeError("upstream broke")
 
-    caplog.set_level(logging.ERROR, logger="tokenwire.server")
-    with serve(app_for(lambda r: EventStreamResponse(source()))) as url:
+    caplog.set_level(logging.ERROR)
+
+    def make(request: Request) -> EventStreamResponse:
+        return EventStreamResponse(source(), expose_errors="expose" in request.query_params)
+
+    with serve(app_for(make)) as url:
         body = httpx.get(url + "/").content
+        exposed = httpx.get(url + "/?expose").content
     events = decode(body)
     assert events[0].data == "ok"
     assert events[-1].event == "error"
-    assert "upstream broke" in events[-1].json()["message"]
+    told = events[-1].json()
+    # The client gets the category and a reference, the log the text and traceback.
+    assert told["type"] == "api_error" and "upstream broke" not in told["message"]
+    reference = re.fullmatch(
+        r"Internal server error\. \(reference ([0-9a-f]{12})\)", told["message"]
+    )
+    assert reference is not None
     assert body.endswith(b"\n\n")
-    assert any("source failed" in r.getMessage() for r in caplog.records)
+    logged = [r for r in caplog.records if reference[1] in r.getMessage()]
+    assert len(logged) == 1 and "upstream broke" in logged[0].getMessage()
+    assert logged[0].exc_info is not None
+    assert "upstream broke" in decode(exposed)[-1].json()["message"]
 
 
 def test_bad_items_end_with_error_event_and_keep_earlier_events() -> None:
@@ -169,7 +184,8 @@ def test_bad_items_end_with_error_event_and_keep_earlier_events() -> None:
             yield object() if kind == "object" else b"data: half an event"
             yield "never"
 
-        return EventStreamResponse(source())
+        # Exposed: the test reads why the item was refused.
+        return EventStreamResponse(source(), expose_errors=True)
 
     with serve(app_for(make)) as url:
         for kind, text in [("object", "cannot send"), ("bytes", "whole events")]:
@@ -232,7 +248,7 @@ def test_sync_source_error_becomes_error_event() -> None:
     with serve(app_for(lambda r: EventStreamResponse(source()))) as url:
         events = decode(httpx.get(url + "/").content)
     assert events[0].data == "a"
-    assert events[1].event == "error" and "gone" in events[1].json()["message"]
+    assert events[1].event == "error" and "reference" in events[1].json()["message"]
 
 
 # -- heartbeats -----------------------------------------------------------------------------

@@ -4,6 +4,9 @@ real uvicorn server, plus the plain and browser-format senders."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +39,8 @@ from tokenwire.sse import ServerSentEvent, decode
 pytestmark = pytest.mark.integration
 
 WORDS = ["Hello", ", ", "wor", "ld", "!"]
+# What a client is told of an exception that is not a StreamError.
+HIDDEN = r"Internal server error\. \(reference [0-9a-f]{12}\)"
 _tasks: set[asyncio.Task[Any]] = set()
 
 
@@ -66,6 +71,9 @@ def openai_endpoint(request: Request) -> Response:
     sender, response = OpenAISender.create(
         id="chatcmpl-123456", model="gpt-3.5-turbo", role="assistant", buffer_size=100
     )
+    if scenario == "error-exposed":
+        response.expose_errors = True
+        scenario = "error"
 
     async def produce() -> None:
         async with sender:
@@ -87,7 +95,7 @@ def openai_endpoint(request: Request) -> Response:
             else:
                 await sender.send_finish("stop", usage=Usage(input_tokens=5, output_tokens=7))
 
-    spawn(produce())
+    sender.produce(produce())
     return response
 
 
@@ -186,15 +194,43 @@ async def test_openai_sdk_async_create_and_stream_helper(openai_url: str) -> Non
 def test_openai_sdk_raises_api_error_on_server_error(openai_url: str) -> None:
     client = _client(openai_url, "error")
     seen = []
-    with pytest.raises(openai.APIError, match="the model fell over"):
+    with pytest.raises(openai.APIError, match=HIDDEN) as info:
         for chunk in client.chat.completions.create(model="m", messages=[], stream=True):
             seen.extend(c.delta.content for c in chunk.choices)
     assert "partial" in seen
+    assert "fell over" not in str(info.value)  # internals stay in the server's log
+
+
+def test_a_hidden_error_is_logged_once_with_its_reference(
+    openai_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    with pytest.raises(openai.APIError) as info:
+        for _ in _client(openai_url, "error").chat.completions.create(
+            model="m", messages=[], stream=True
+        ):
+            pass
+    reference = re.search(r"reference ([0-9a-f]{12})", str(info.value))
+    assert reference is not None
+    assert wait_for(lambda: any(reference[1] in r.getMessage() for r in caplog.records))
+    gc.collect()  # an unretrieved task exception would be reported now
+    logged = [r for r in caplog.records if reference[1] in r.getMessage()]
+    assert len(logged) == 1 and "the model fell over" in logged[0].getMessage()
+    assert logged[0].exc_info is not None  # with the traceback
+    assert not any("never retrieved" in r.getMessage() for r in caplog.records)
+
+
+def test_expose_errors_sends_the_exception_text(openai_url: str) -> None:
+    with pytest.raises(openai.APIError, match="the model fell over"):
+        for _ in _client(openai_url, "error-exposed").chat.completions.create(
+            model="m", messages=[], stream=True
+        ):
+            pass
 
 
 async def test_openai_sdk_async_raises_api_error(openai_url: str) -> None:
     client = _aclient(openai_url, "error")
-    with pytest.raises(openai.APIError, match="the model fell over"):
+    with pytest.raises(openai.APIError, match=HIDDEN):
         async with client.chat.completions.stream(model="m", messages=[]) as stream:
             await stream.get_final_completion()
     await client.close()
@@ -231,7 +267,7 @@ def anthropic_endpoint(request: Request) -> Response:
             else:
                 await sender.send_finish(stop_reason="end_turn", usage=None)
 
-    spawn(produce())
+    sender.produce(produce())
     return response
 
 
@@ -294,7 +330,7 @@ async def test_anthropic_sdk_async(anthropic_url: str) -> None:
 def test_anthropic_sdk_raises_on_error_event(anthropic_url: str) -> None:
     client = _anthropic(anthropic_url, "error")
     with (
-        pytest.raises(anthropic.APIStatusError, match="claude fell over"),
+        pytest.raises(anthropic.APIStatusError, match=HIDDEN),
         client.messages.stream(model="m", max_tokens=10, messages=[]) as stream,
     ):
         stream.get_final_message()

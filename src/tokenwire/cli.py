@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import errno
 import importlib.util
 import io
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -91,8 +93,8 @@ def _port(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, not {value}")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {value}")
     return value
 
 
@@ -144,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument(
-        "--port", type=_port, default=8000, help="port to listen on (default: %(default)s)"
+        "--port",
+        type=_port,
+        default=8000,
+        help="port to listen on (default: %(default)s; 0: any free port, shown at start)",
     )
     serve.add_argument(
         "--workers",
@@ -341,21 +346,35 @@ def _serve(args: argparse.Namespace) -> int:
     log_config["handlers"]["access"].setdefault("filters", []).append("redact")
 
     host = args.host
+    # Listening before the banner: a busy port is said plainly (and the banner never
+    # announces a server that is not there); uvicorn serves this socket.
+    listener = _listen(host, args.port)
+    port = listener.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     models = ", ".join(sorted(config.models))
     source = str(path) if path is not None else "built-in defaults"
-    base = f"http://{shown}:{args.port}"
+    base = f"http://{shown}:{port}"
     print(
         f"tokenwire gateway on {base}  (chat page: {base}/)\n"
         f"  OpenAI SDK base_url: {base}/v1   Anthropic SDK base_url: {base}\n"
         f"  config: {source}; models: {models}",
         flush=True,
     )
+    if args.workers > 1:
+        import atexit
+        import shutil
+        import tempfile
+
+        from tokenwire.gateway.metrics_files import METRICS_DIR_ENV
+
+        # Workers add up their /metrics through files in a directory of this run's own.
+        metrics_dir = tempfile.mkdtemp(prefix="tokenwire-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ[METRICS_DIR_ENV] = metrics_dir
     uvicorn.run(
         "tokenwire.gateway:create_app",
         factory=True,
-        host=host,
-        port=args.port,
+        fd=listener.fileno(),
         workers=args.workers,
         loop="uvloop" if _have("uvloop") else "auto",
         # uvicorn's httptools protocol with the [gateway] limits on request heads,
@@ -367,6 +386,40 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
     )
     return EXIT_OK
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port`` (as uvicorn would bind it), or a
+    :class:`CLIError` saying why not and what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        where = f"{host}:{port}"
+        advice = (
+            f"pick another port with --port (e.g. --port {port + 1}, or --port 0 for any free port)"
+        )
+        if exc.errno == errno.EADDRINUSE:
+            message = (
+                f"port {port} is already in use on {host} (another server listens there): {advice}"
+            )
+        elif exc.errno == errno.EACCES:
+            message = (
+                f"not allowed to listen on {where} (ports below 1024 need privileges): {advice}"
+            )
+        elif isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            message = (
+                f"cannot listen on {host!r}: not an address of this machine (try --host 127.0.0.1)"
+            )
+        else:
+            message = f"cannot listen on {where}: {exc.strerror or exc}"
+        raise CLIError(message, EXIT_USAGE) from None
+    sock.set_inheritable(True)  # worker processes serve it too
+    return sock
 
 
 def _have(module: str) -> bool:
@@ -446,13 +499,20 @@ class _Meter:
         unit = "tokens"
         if tokens is None:  # the endpoint reported no usage: count streamed pieces instead
             tokens, unit = self.chunks, "chunks"
-        span = end - self.first
+        # The rate is worked out from the figures printed, rounded as printed: the
+        # tokens after the first over the time after the first token.
+        span = round(end - self.first, 3)
         parts = [
             f"time to first token {ttft:.0f} ms",
             f"{tokens} {unit} in {end - self.started:.2f} s",
         ]
-        if tokens > 1 and span > 0:
-            parts.append(f"{(tokens - 1) / span:.1f} {unit}/s")
+        if tokens > 1:
+            after = f"{tokens - 1} after the first in {span:.3f} s"
+            if span > 0:
+                after += f": {(tokens - 1) / span:.1f} {unit}/s"
+            else:
+                after += " (all at once: no rate)"
+            parts.append(after)
         if message.finish_reason and message.finish_reason != "stop":
             parts.append(f"finish: {message.finish_reason}")
         return " · ".join(parts)

@@ -19,6 +19,7 @@ options = { temperature = 0.7, max_tokens = 500, stop_sequences = ["\\n\\n"] }
 provider = "local"
 model = "llama3.2"              # the upstream's name for it (default: the same name)
 timeouts = { first_token = 20 } # overrides the provider's timeouts for this route
+max_output_tokens = 8192        # a larger max_tokens: 400 "too large" (default: no check)
 
 [gateway]
 api_keys_env = "TOKENWIRE_API_KEYS"  # comma-separated keys; unset = no authentication
@@ -40,6 +41,8 @@ keep_alive_timeout = 5               # an idle keep-alive connection is closed a
 max_head_bytes = 65536               # a longer request head gets 431
 max_request_headers = 100            # more header lines get 431
 max_connections = 0                  # open client connections; 0 = from the fd limit
+expose_errors = false                # internal errors: their text to clients (else a reference id)
+tracing = false                      # an OpenTelemetry span per request (tokenwire[otel])
 ```
 
 A gateway serves the ``[models]`` routes and the model ``demo`` (unless the file
@@ -63,6 +66,7 @@ Every problem raises :class:`ConfigError` naming the file, the table and the key
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
@@ -191,6 +195,9 @@ class ModelRoute:
     provider: str
     model: str
     timeouts: Timeouts | None = None
+    #: A larger ``max_tokens`` is answered with a 400 "too large" (None: the upstream
+    #: decides; demo routes default to :data:`DEMO_MAX_OUTPUT_TOKENS`).
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +209,13 @@ class GatewayConfig:
     process) or a Redis URL (shared by every process using it); ``resume_grace`` is how
     long a reply keeps being generated after its client left, ``resume_expiry`` how long
     a stream stays in the log, and ``resume_fallback`` whether to stream without resume
-    (instead of answering 503) while Redis is unreachable."""
+    (instead of answering 503) while Redis is unreachable.
+
+    ``tracing`` turns on OpenTelemetry tracing (:mod:`tokenwire.gateway.tracing`): a span
+    per chat request, following the GenAI semantic conventions, through the global
+    tracer provider, with the trace context sent on to the upstream. It needs
+    ``pip install 'tokenwire[otel]'``, checked when the configuration is read; off, the
+    gateway does not import OpenTelemetry at all."""
 
     api_keys_env: str | None = None
     cors_origins: tuple[str, ...] = ()
@@ -213,6 +226,8 @@ class GatewayConfig:
     resume_grace: float = 30.0
     resume_expiry: float = 600.0
     resume_fallback: bool = False
+    # Tell clients an internal exception's text (else a generic message + reference id).
+    expose_errors: bool = False
     resume_memory_bytes: int = 256 * 1024 * 1024
     resume_timeout: float = 1.0
     resume_stall: float = 10.0
@@ -225,6 +240,7 @@ class GatewayConfig:
     max_head_bytes: int = 64 * 1024
     max_request_headers: int = 100
     max_connections: int = 0
+    tracing: bool = False
 
     def api_keys(self) -> frozenset[str]:
         """The accepted keys. Raises :class:`ConfigError` naming the variable if it is
@@ -277,6 +293,18 @@ class Config:
             f"(available: {', '.join(sorted(self.models)) or 'none'}{hint})"
         )
 
+    def output_limit(self, model: str) -> int | None:
+        """The most output tokens a request for ``model`` may ask for: its route's
+        ``max_output_tokens`` (demo routes: :data:`DEMO_MAX_OUTPUT_TOKENS`), or
+        ``None`` when the upstream decides."""
+        route = self.models.get(model) or self.models.get(model.partition(":")[0])
+        if route is None:
+            return None
+        if route.max_output_tokens is not None:
+            return route.max_output_tokens
+        demo = self.providers[route.provider].type == "demo"
+        return DEMO_MAX_OUTPUT_TOKENS if demo else None
+
     def agent_spec(self, name: str) -> AgentConfig:
         """The ``[agents.NAME]`` table (built-in ``assistant`` included); raises
         :class:`ConfigError` naming the defined agents for an unknown name."""
@@ -311,7 +339,9 @@ _BUILTIN_AGENTS = {"assistant": AgentConfig("assistant", "demo", "demo")}
 _PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts", "expose"}
 _DEMO_KEYS = {"speed", "time_to_first_token", "time_per_token", "seed", "fail_after"}
 _AGENT_KEYS = {"provider", "model", "system", "options"}
-_MODEL_KEYS = {"provider", "model", "timeouts"}
+_MODEL_KEYS = {"provider", "model", "timeouts", "max_output_tokens"}
+DEMO_MAX_OUTPUT_TOKENS = 8192
+"""The most output tokens a demo route takes (the demo writes as many as asked)."""
 _GATEWAY_KEYS = {
     "api_keys_env",
     "cors_origins",
@@ -332,6 +362,8 @@ _GATEWAY_KEYS = {
     "max_head_bytes",
     "max_request_headers",
     "max_connections",
+    "tracing",
+    "expose_errors",
 }
 _GATEWAY_SIZES = (
     "resume_memory_bytes",
@@ -351,6 +383,9 @@ _RESUME_SCHEMES = ("redis://", "rediss://", "unix://")
 _BUILTIN_MODELS = {"demo": ModelRoute("demo", "demo", "demo")}
 _DEFAULT_GATEWAY = GatewayConfig()
 _TIMEOUT_KEYS = {"first_token", "idle", "total", "connect"}
+TRACING_NEEDS_OTEL = (
+    "[gateway] tracing needs OpenTelemetry, which is not installed: pip install 'tokenwire[otel]'"
+)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -559,7 +594,10 @@ def _model_route(
             total=given.total if "total" in table["timeouts"] else base.total,
             connect=given.connect if "connect" in table["timeouts"] else base.connect,
         )
-    return ModelRoute(name, provider, _string(table, "model", place) or name, timeouts)
+    limit = table.get("max_output_tokens")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{place}: max_output_tokens must be a positive integer, not {limit!r}")
+    return ModelRoute(name, provider, _string(table, "model", place) or name, timeouts, limit)
 
 
 def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:
@@ -596,6 +634,15 @@ def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:
     fallback = table.get("resume_fallback", False)
     if not isinstance(fallback, bool):
         raise ConfigError(f"{place}: resume_fallback must be true or false, not {fallback!r}")
+    expose = table.get("expose_errors", False)
+    if not isinstance(expose, bool):
+        raise ConfigError(f"{place}: expose_errors must be true or false, not {expose!r}")
+    tracing = table.get("tracing", False)
+    if not isinstance(tracing, bool):
+        raise ConfigError(f"{place}: tracing must be true or false, not {tracing!r}")
+    if tracing and not _have_opentelemetry():
+        # Said now, when `tokenwire serve` reads the file, rather than by a worker later.
+        raise ConfigError(f"{where}{TRACING_NEEDS_OTEL}")
     return GatewayConfig(
         api_keys_env=_string(table, "api_keys_env", place),
         cors_origins=tuple(origins),
@@ -606,9 +653,19 @@ def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:
         resume_expiry=expiry if expiry is not None else _DEFAULT_GATEWAY.resume_expiry,
         resume_fallback=fallback,
         max_connections=connections,
+        tracing=tracing,
+        expose_errors=expose,
         **sizes,
         **times,  # type: ignore[arg-type]
     )
+
+
+def _have_opentelemetry() -> bool:
+    """Whether the OpenTelemetry API is installed (found, not imported)."""
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except ImportError:  # not even the ``opentelemetry`` namespace is there
+        return False
 
 
 def _agent(

@@ -23,7 +23,9 @@ UTF-8 cannot carry, are replaced by U+FFFD when the error is created.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import secrets
 import sys
 import time
 from collections.abc import Mapping
@@ -46,8 +48,11 @@ __all__ = [
     "ProviderError",
     "StreamError",
     "parse_retry_after",
+    "public_error",
     "retry_after_from_headers",
 ]
+
+logger = logging.getLogger("tokenwire.errors")
 
 ErrorType: TypeAlias = Literal[
     "timeout",
@@ -200,7 +205,15 @@ class StreamError(Exception):
     machine-readable ``code`` (the provider's, or the deadline that :func:`~tokenwire.guard`
     saw expire). Type, code and param are sent back unchanged when the error is rendered
     in the provider's own protocol.
+
+    ``derived`` is true for an error :meth:`from_exception` made from another exception:
+    its message is that exception's text, which servers do not show their clients
+    (:func:`public_error`).
     """
+
+    derived: bool = False
+    #: Set on the error :func:`public_error` tells instead of a hidden one.
+    reference: str | None = None
 
     def __init__(
         self,
@@ -267,7 +280,10 @@ class StreamError(Exception):
         tried, and only then the message text. What matches nothing is ``api_error``.
         Never raises.
         """
-        return _categorize(exc, 0)
+        err = _categorize(exc, 0)
+        if err is not exc:
+            err.derived = True
+        return err
 
     @classmethod
     def from_provider_error(
@@ -504,6 +520,42 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None  # an HTTP-date is always GMT; anything else is not one
     wait = when.timestamp() - (time.time() if now is None else now)
     return min(max(0.0, wait), MAX_RETRY_AFTER)
+
+
+_PUBLIC_MESSAGE: dict[str, str] = {**_DEFAULT_MESSAGE, "api_error": "Internal server error."}
+
+
+def public_error(exc: BaseException, *, expose: bool = False) -> StreamError:
+    """What a server tells its client about ``exc``.
+
+    A :class:`StreamError` raised as such is told as it is. Any other exception (or a
+    StreamError :meth:`~StreamError.from_exception` derived from one) keeps its
+    category, status and ``Retry-After``, but its text, which may hold internals
+    (``RuntimeError: provider exploded``, hostnames, paths), is replaced by a generic
+    message with a reference id; the exception is logged (``tokenwire.errors``, with its
+    traceback) under the same id, so an operator can find it. ``expose=True`` tells the
+    exception's own text instead (for development)."""
+    err = exc if isinstance(exc, StreamError) else StreamError.from_exception(exc)
+    if expose or not err.derived or err.type == "cancelled":
+        return err
+    reference = secrets.token_hex(6)
+    original = exc.__cause__ if exc is err and exc.__cause__ is not None else exc
+    logger.error(
+        "error %s: %s (the client was told: %s)",
+        reference,
+        err.message,
+        _PUBLIC_MESSAGE[err.type],
+        exc_info=original,
+    )
+    told = StreamError(
+        err.type,
+        f"{_PUBLIC_MESSAGE[err.type]} (reference {reference})",
+        status=err.status,
+        retry_after=err.retry_after,
+        code=err.code,
+    )
+    told.reference = reference
+    return told
 
 
 # -- internals ------------------------------------------------------------------------

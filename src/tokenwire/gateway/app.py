@@ -39,18 +39,18 @@ import hmac
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route, Router
+from starlette.routing import Router
 from starlette.types import ASGIApp
 
 from tokenwire.agent import Agent
-from tokenwire.config import Config, ConfigError, Timeouts, load_config
-from tokenwire.errors import StreamError
+from tokenwire.config import TRACING_NEEDS_OTEL, Config, ConfigError, Timeouts, load_config
+from tokenwire.errors import DropConnection, StreamError, public_error
 from tokenwire.gateway.records import GatewayMetrics, _Record
 from tokenwire.gateway.relay import (
     Upstream,
@@ -65,26 +65,46 @@ from tokenwire.gateway.relay import (
     _Writer,
 )
 from tokenwire.gateway.replies import StoredReplies
+from tokenwire.gateway.unrouted import GatewayRoute, not_found
 from tokenwire.llm.accumulate import MessageBuilder, error_from_delta
 from tokenwire.llm.model import ErrorDelta, TextDelta, UsageDelta
 from tokenwire.llm.protocol import WireProtocol, get_protocol, protocols
-from tokenwire.llm.requests import ChatRequest, RequestError
+from tokenwire.llm.requests import ChatRequest, RequestError, dropped_fields, refused_fields
 from tokenwire.providers import Item, make_provider
 from tokenwire.resume import LogUnavailable, Producer, ResumableStreams, last_event_id, owner_of
 from tokenwire.server import EventStreamResponse
 from tokenwire.sse import ServerSentEvent
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from tokenwire.gateway.tracing import Tracing
 
 __all__ = ["Gateway", "create_app"]
 
 _RETRY_MS = 1000  # the reconnection delay resumable browser streams ask for
 _MAX_LABEL = 100  # characters of a client-chosen name kept in metrics and logs
 _GONE = 499  # the status logged for a request whose client left before the reply
+DROPPED_HEADER = "x-tokenwire-dropped-params"
+# Where each protocol's clients say how many tokens they want, in order of precedence.
+_MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 class Gateway(StoredReplies):
-    """The gateway's state (configuration, upstreams, agents, metrics) and handlers."""
+    """The gateway's state (configuration, upstreams, agents, metrics) and handlers.
 
-    def __init__(self, config: Config) -> None:
+    Tracing (:mod:`~tokenwire.gateway.tracing`) is on with ``[gateway] tracing`` or a
+    ``tracer_provider`` (else the global one is used); ``meter_provider`` is for its
+    histograms (default: the global one)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         self.config = config
         self.metrics = GatewayMetrics()
         # Compared as bytes: any header value (even non-ASCII) can be checked.
@@ -105,7 +125,11 @@ class Gateway(StoredReplies):
                 read_timeout=settings.resume_timeout,
                 stall=settings.resume_stall,
                 write_give_up=settings.resume_write_retry,
+                expose_errors=settings.expose_errors,
             )
+        self.tracing: Tracing | None = None
+        if settings.tracing or tracer_provider is not None:
+            self.tracing = _tracing(tracer_provider, meter_provider)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -181,8 +205,15 @@ class Gateway(StoredReplies):
             raise StreamError("not_found", str(exc), status=404, param="model") from None
         return self._upstream(provider.name), upstream_model, timeouts
 
-    @staticmethod
-    def _error_response(err: StreamError, protocol: str, secret: bytes | None = None) -> Response:
+    def _told(self, exc: BaseException) -> StreamError:
+        """What the client is told of ``exc`` (internal text hidden behind a reference
+        id unless ``[gateway] expose_errors``)."""
+        return public_error(exc, expose=self.config.gateway.expose_errors)
+
+    def _error_response(
+        self, exc: BaseException, protocol: str, secret: bytes | None = None
+    ) -> Response:
+        err = self._told(exc)
         return Response(
             _scrub(err.to_response_body(protocol), secret),
             status_code=err.http_status(protocol),
@@ -272,6 +303,8 @@ class Gateway(StoredReplies):
         # The route's first-token and total deadlines count from here.
         accepted = asyncio.get_running_loop().time()
         record = _Record(self.metrics, request.scope["path"])
+        if self.tracing is not None:
+            self.tracing.start(record, request.headers)
         producer: Producer | None = None
         upstream: Upstream | None = None
         try:
@@ -290,7 +323,14 @@ class Gateway(StoredReplies):
             # Only names that were routed become labels: a client cannot grow them.
             record.model = chat.model[:_MAX_LABEL]
             record.upstream = upstream.name
+            if record.trace is not None:
+                record.upstream_headers = record.trace.route(chat, upstream_model, upstream)
+            self._check_output_limit(chat, body)
             passthrough = upstream.protocol == protocol
+            dropped = () if passthrough else _translated(chat, upstream)
+            headers = {"x-tokenwire-stream-id": record.id}
+            if dropped:
+                headers[DROPPED_HEADER] = ", ".join(dropped)
             outgoing = replace(
                 chat,
                 model=upstream_model,
@@ -300,14 +340,23 @@ class Gateway(StoredReplies):
             )
             if not chat.stream:
                 whole = self._whole(upstream, outgoing, chat, wire, timeouts, accepted, record)
-                return await _bounded(whole, None, request.receive)
+                response = await _bounded(whole, None, request.receive)
+                if dropped:
+                    response.headers[DROPPED_HEADER] = headers[DROPPED_HEADER]
+                return response
             producer = await self._producer(record.id, protocol, owner)
             reply_id: str | None = None
             if producer is not None and wire.reply_path is not None:
                 reply_id = wire.id_prefix + producer.id
                 await self._keep_request(producer.id, chat)
             items = await _open(
-                upstream, outgoing, passthrough, timeouts, accepted, request.receive
+                upstream,
+                outgoing,
+                passthrough,
+                timeouts,
+                accepted,
+                request.receive,
+                record.upstream_headers,
             )
         except _ClientLeft:
             if producer is not None:
@@ -316,9 +365,12 @@ class Gateway(StoredReplies):
             record.status = _GONE
             record.finish()
             return Response(status_code=_GONE)  # nobody reads it
-        except StreamError as err:
+        except Exception as exc:
             if producer is not None:
                 await producer.discard()
+            if type(exc) is DropConnection:
+                raise
+            err = self._told(exc)  # a bug here is a 500 in the caller's protocol
             status = err.http_status(protocol)
             record.fail(err, status)
             record.finish()
@@ -334,11 +386,28 @@ class Gateway(StoredReplies):
         if producer is not None:
             assert self.streams is not None
             producer.start(relay)
-            return self.streams.response(producer.reader(0), producer.id, protocol=protocol)
+            return self.streams.response(
+                producer.reader(0), producer.id, protocol=protocol, headers=headers
+            )
         return EventStreamResponse(
             relay,
             ping=self.config.gateway.ping,
-            headers={"x-tokenwire-stream-id": record.id},
+            headers=headers,
+            expose_errors=self.config.gateway.expose_errors,
+        )
+
+    def _check_output_limit(self, chat: ChatRequest, body: Any) -> None:
+        """A ``max_tokens`` above the route's ``max_output_tokens`` is "too large"."""
+        limit = self.config.output_limit(chat.model)
+        if limit is None or chat.max_tokens is None or chat.max_tokens <= limit:
+            return
+        param = next((k for k in _MAX_TOKENS_FIELDS if k in body), "max_tokens")
+        raise StreamError(
+            "invalid_request",
+            f"{param} is too large: {chat.max_tokens}. The model {chat.model[:_MAX_LABEL]!r}"
+            f" supports at most {limit} output tokens.",
+            status=400,
+            param=param,
         )
 
     async def _relay(
@@ -360,7 +429,10 @@ class Gateway(StoredReplies):
             tail = writer.done()
             if tail:
                 yield tail
-        except StreamError as err:
+        except DropConnection:
+            raise  # a simulated cut: for the server to act on
+        except Exception as exc:
+            err = self._told(exc)
             record.fail(err)
             out = writer.error(err)
             if out:
@@ -387,7 +459,9 @@ class Gateway(StoredReplies):
         builder = MessageBuilder()
         secret = upstream.secret
         try:
-            items = await _open(upstream, outgoing, False, timeouts, accepted)
+            items = await _open(
+                upstream, outgoing, False, timeouts, accepted, headers=record.upstream_headers
+            )
             async with contextlib.aclosing(_guarded(items, timeouts, accepted)) as guarded:
                 async for _, deltas in guarded:
                     record.observe(deltas)
@@ -395,7 +469,10 @@ class Gateway(StoredReplies):
                         if type(delta) is ErrorDelta:
                             raise error_from_delta(delta, upstream.protocol)
                         builder.feed(delta)
-        except StreamError as err:
+        except DropConnection:
+            raise  # a simulated cut: for the server to act on
+        except Exception as exc:
+            err = self._told(exc)
             record.fail(err, err.http_status(protocol))
             record.finish()
             return self._error_response(err, protocol, secret)
@@ -487,7 +564,9 @@ class Gateway(StoredReplies):
             return self.streams.response(
                 producer.reader(0), producer.id, protocol="generic", retry=_RETRY_MS
             )
-        return EventStreamResponse(chunks, ping=self.config.gateway.ping)
+        return EventStreamResponse(
+            chunks, ping=self.config.gateway.ping, expose_errors=self.config.gateway.expose_errors
+        )
 
     async def _chunks(
         self, agent: Agent, message: str, record: _Record
@@ -501,7 +580,10 @@ class Gateway(StoredReplies):
                         yield {"chunk": delta.text}
                 record.observe([UsageDelta(stream.message.usage)])
             yield "[DONE]"
-        except StreamError as err:
+        except DropConnection:
+            raise  # a simulated cut: for the server to act on
+        except Exception as exc:
+            err = self._told(exc)
             record.fail(err)
             yield ServerSentEvent(orjson.dumps(err.error_object()).decode(), event="error")
         except (GeneratorExit, asyncio.CancelledError):
@@ -525,6 +607,26 @@ class Gateway(StoredReplies):
         )
 
 
+def _translated(chat: ChatRequest, upstream: Upstream) -> list[str]:
+    """The request fields lost in translation to ``upstream``'s protocol (they are
+    named in the reply's ``x-tokenwire-dropped-params`` header). A field whose loss
+    would change what the client gets back is refused with a 400 instead."""
+    protocol = upstream.protocol or "demo"
+    refused = refused_fields(chat, protocol)
+    if refused:
+        field = refused[0]
+        served = get_protocol(protocol).title if upstream.protocol else "the demo model"
+        raise StreamError(
+            "invalid_request",
+            f"{field} cannot be carried: model {chat.model[:_MAX_LABEL]!r} is served over"
+            f" {served}, which has no such parameter (remove {field}, or use a model"
+            " served over the protocol of this endpoint)",
+            status=400,
+            param=field,
+        )
+    return dropped_fields(chat, protocol)
+
+
 def _caller_protocol(request: Request) -> WireProtocol:
     """The protocol of a request on an endpoint several share, told by its headers
     (OpenAI chat completions when none claims it)."""
@@ -535,33 +637,57 @@ def _caller_protocol(request: Request) -> WireProtocol:
     return get_protocol("openai")
 
 
-def create_app(config: Config | None = None) -> ASGIApp:
+def _tracing(
+    tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+) -> Tracing:
+    # Imported only when tracing is on: OpenTelemetry is an optional dependency.
+    try:
+        from tokenwire.gateway.tracing import Tracing
+    except ImportError as exc:
+        raise ConfigError(TRACING_NEEDS_OTEL) from exc
+    return Tracing(tracer_provider, meter_provider)
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> ASGIApp:
     """The gateway as an ASGI app. With no ``config``, :func:`~tokenwire.config.
     load_config` reads ``TOKENWIRE_CONFIG`` / ``./tokenwire.toml`` (or the built-in
     defaults: the ``demo`` model and the ``assistant`` agent).
 
+    ``tracer_provider`` turns OpenTelemetry tracing on with that provider (as
+    ``[gateway] tracing`` does with the global one); ``meter_provider`` receives its
+    histograms (see :mod:`~tokenwire.gateway.tracing`).
+
     A bare Starlette router, without the error-handling middleware of a ``Starlette``
     application: those wrap every ``send`` of every chunk, and errors here are answered
     by the handlers themselves (uvicorn answers anything left with a 500)."""
-    gateway = Gateway(config if config is not None else load_config())
+    gateway = Gateway(
+        config if config is not None else load_config(),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
     routes = [
-        Route(path, gateway.handler(wire), methods=["POST"])
+        GatewayRoute(path, gateway.handler(wire), methods=["POST"])
         for wire in protocols()
         for path in wire.endpoints
     ]
     for wire in protocols():
         if wire.reply_path is not None:
             get, cancel = gateway.reply_handlers(wire)
-            routes.append(Route(wire.reply_path, get, methods=["GET"]))
-            routes.append(Route(wire.reply_path + "/cancel", cancel, methods=["POST"]))
+            routes.append(GatewayRoute(wire.reply_path, get, methods=["GET"]))
+            routes.append(GatewayRoute(wire.reply_path + "/cancel", cancel, methods=["POST"]))
     routes += [
-        Route("/v1/models", gateway.models, methods=["GET"]),
-        Route("/v1/agents", gateway.agents, methods=["GET"]),
-        Route("/v1/streams/{stream_id}", gateway.cancel_stream, methods=["DELETE"]),
-        Route("/chat/stream", gateway.chat_stream, methods=["GET"]),
-        Route("/", gateway.page, methods=["GET"]),
-        Route("/healthz", gateway.healthz, methods=["GET"]),
-        Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        GatewayRoute("/v1/models", gateway.models, methods=["GET"]),
+        GatewayRoute("/v1/agents", gateway.agents, methods=["GET"]),
+        GatewayRoute("/v1/streams/{stream_id}", gateway.cancel_stream, methods=["DELETE"]),
+        GatewayRoute("/chat/stream", gateway.chat_stream, methods=["GET"]),
+        GatewayRoute("/", gateway.page, methods=["GET"]),
+        GatewayRoute("/healthz", gateway.healthz, methods=["GET"]),
+        GatewayRoute("/metrics", gateway.metrics_endpoint, methods=["GET"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -574,7 +700,7 @@ def create_app(config: Config | None = None) -> ASGIApp:
         yield
         await gateway.aclose()
 
-    app: ASGIApp = Router(routes=routes, lifespan=lifespan)
+    app: ASGIApp = Router(routes=routes, lifespan=lifespan, default=not_found)
     if gateway.config.gateway.cors_origins:
         app = CORSMiddleware(
             app,

@@ -4,13 +4,17 @@ figures (:class:`_Record`), which feed it and write the request's access-log lin
 from __future__ import annotations
 
 import logging
+import os
+import re
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from tokenwire.errors import StreamError
-from tokenwire.gateway.metrics import Counter, Gauge, Histogram, Registry
+from tokenwire.gateway.metrics import Registry
+from tokenwire.gateway.metrics_files import METRICS_DIR_ENV, SharedRegistry
 from tokenwire.llm.model import (
     Delta,
     MessageStart,
@@ -21,6 +25,9 @@ from tokenwire.llm.model import (
     UsageDelta,
 )
 
+if TYPE_CHECKING:
+    from tokenwire.gateway.tracing import _Trace
+
 access_log = logging.getLogger("tokenwire.gateway.access")
 
 _CONTENT = (TextDelta, ToolCallDelta, ReasoningDelta, RefusalDelta)
@@ -28,65 +35,70 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 
 
-class GatewayMetrics:
-    """What ``/metrics`` exposes."""
+_MAX_LOGGED = 300  # characters of an error message in the access log
+# Credentials a message may quote (a key sent in the wrong field, a URL with a token).
+_SECRET = re.compile(r"(?i)(bearer\s+|sk-|api[_-]?key=|token=)[^\s'\",&]{4,}")
 
-    def __init__(self) -> None:
-        self.registry = Registry()
-        add = self.registry.add
-        self.requests = add(
-            Counter(
-                "tokenwire_requests_total",
-                "Requests by endpoint, model and HTTP status.",
-                ("endpoint", "model", "status"),
-            )
+
+def _loggable(text: str) -> str:
+    text = _SECRET.sub(lambda m: m.group(1) + "[redacted]", text)
+    return text if len(text) <= _MAX_LOGGED else text[:_MAX_LOGGED] + "..."
+
+
+class GatewayMetrics:
+    """What ``/metrics`` exposes.
+
+    With a ``directory`` (default: ``$TOKENWIRE_METRICS_DIR``), every worker process
+    writes its metrics to a file there and ``/metrics`` adds up all of them
+    (:mod:`~tokenwire.gateway.metrics_files`); without one, this process's metrics are
+    all there is (and nothing but dicts is touched per update)."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        directory = directory or os.environ.get(METRICS_DIR_ENV) or None
+        registry = self.registry = Registry() if directory is None else SharedRegistry(directory)
+        self.requests = registry.counter(
+            "tokenwire_requests_total",
+            "Requests by endpoint, model and HTTP status.",
+            ("endpoint", "model", "status"),
         )
-        self.active = add(Gauge("tokenwire_active_streams", "Streams being relayed now."))
-        self.ttft = add(
-            Histogram(
-                "tokenwire_time_to_first_token_seconds",
-                "From request to the first content chunk.",
-                _LATENCY_BUCKETS,
-                ("model", "upstream"),
-            )
+        self.active = registry.gauge("tokenwire_active_streams", "Streams being relayed now.")
+        self.ttft = registry.histogram(
+            "tokenwire_time_to_first_token_seconds",
+            "From request to the first content chunk.",
+            _LATENCY_BUCKETS,
+            ("model", "upstream"),
         )
-        self.gap = add(
-            Histogram(
-                "tokenwire_inter_token_seconds",
-                "Time between content chunks.",
-                _GAP_BUCKETS,
-                ("model", "upstream"),
-            )
+        self.gap = registry.histogram(
+            "tokenwire_inter_token_seconds",
+            "Time between content chunks.",
+            _GAP_BUCKETS,
+            ("model", "upstream"),
         )
-        self.tokens = add(
-            Counter(
-                "tokenwire_tokens_total",
-                "Tokens by direction (input/output), model and upstream.",
-                ("model", "upstream", "direction"),
-            )
+        self.tokens = registry.counter(
+            "tokenwire_tokens_total",
+            "Tokens by direction (input/output), model and upstream.",
+            ("model", "upstream", "direction"),
         )
-        self.disconnects = add(
-            Counter(
-                "tokenwire_client_disconnects_total",
-                "Streams whose client left before the end.",
-                ("model", "upstream"),
-            )
+        self.disconnects = registry.counter(
+            "tokenwire_client_disconnects_total",
+            "Streams whose client left before the end.",
+            ("model", "upstream"),
         )
-        self.errors = add(
-            Counter(
-                "tokenwire_errors_total",
-                "Failed requests and streams by error category and upstream.",
-                ("category", "upstream"),
-            )
+        self.errors = registry.counter(
+            "tokenwire_errors_total",
+            "Failed requests and streams by error category and upstream.",
+            ("category", "upstream"),
         )
 
 
 class _Record:
-    """One request's figures, for the metrics and its access-log line."""
+    """One request's figures, for the metrics and its access-log line (and, with
+    tracing on, its span: ``trace``, see :mod:`~tokenwire.gateway.tracing`)."""
 
     __slots__ = (
         "chunks",
         "endpoint",
+        "error",
         "first",
         "id",
         "input_tokens",
@@ -97,7 +109,9 @@ class _Record:
         "output_tokens",
         "started",
         "status",
+        "trace",
         "upstream",
+        "upstream_headers",
     )
 
     def __init__(self, metrics: GatewayMetrics, endpoint: str) -> None:
@@ -114,6 +128,9 @@ class _Record:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.outcome = "ok"
+        self.error: dict[str, str | None] | None = None
+        self.trace: _Trace | None = None  # tracing off: None, and nothing else is done
+        self.upstream_headers: dict[str, str] | None = None  # the trace context to send
 
     def content(self) -> None:
         now = time.perf_counter()
@@ -131,19 +148,31 @@ class _Record:
             kind = type(delta)
             if kind in _CONTENT:
                 self.content()
-            elif kind is UsageDelta or kind is MessageStart:
+                continue
+            if kind is UsageDelta or kind is MessageStart:
                 usage = delta.usage  # type: ignore[union-attr]
                 if usage is not None:
                     if usage.input_tokens is not None:
                         self.input_tokens = usage.input_tokens
                     if usage.output_tokens is not None:
                         self.output_tokens = usage.output_tokens
+            if self.trace is not None:  # not per content chunk: ids, finish, errors
+                self.trace.observe(delta)
 
     def fail(self, err: StreamError, status: int | None = None) -> None:
         self.outcome = f"error:{err.type}"
+        # What the client was told, bounded and without anything key-like: the access
+        # log says why a request failed (internal errors: the reference id to look up).
+        self.error = {
+            "type": err.type,
+            "message": _loggable(err.message),
+            "param": _loggable(err.param) if err.param else None,
+        }
         if status is not None:
             self.status = status
         self.metrics.errors.inc(err.type, self.upstream)
+        if self.trace is not None:
+            self.trace.fail(err)
 
     def finish(self) -> None:
         metrics = self.metrics
@@ -170,4 +199,8 @@ class _Record:
                 "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
                 "outcome": self.outcome,
             }
+            if self.error is not None:
+                line["error"] = self.error
             access_log.info(orjson.dumps(line).decode())
+        if self.trace is not None:
+            self.trace.end(self)

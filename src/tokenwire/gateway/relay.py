@@ -4,7 +4,7 @@ and the deadlines and disconnect watch around reading the request and the upstre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from typing import TypeVar
 
 from starlette.types import Receive
@@ -119,17 +119,23 @@ async def _open(
     timeouts: Timeouts,
     accepted: float,
     receive: Receive | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Item]:
     """``upstream.open``, within the route's first-token and total deadlines counted
     from ``accepted`` (a silent upstream gets a 504, not a hung client), and, with
-    ``receive``, only while the client is there."""
+    ``receive``, only while the client is there. ``headers`` go with an HTTP
+    upstream's request (the trace context; a demo upstream has no request to carry them)."""
     deadlines = ((timeouts.first_token, "first_chunk_timeout"), (timeouts.total, "timeout"))
     limits = [
         (accepted + seconds, seconds, code) for seconds, code in deadlines if seconds is not None
     ]
     when, seconds, code = min(limits) if limits else (None, 0.0, "")
+    if headers is not None and isinstance(upstream, HTTPProvider):
+        opening = upstream.open(chat, raw=raw, headers=headers)
+    else:
+        opening = upstream.open(chat, raw=raw)
     try:
-        return await _bounded(upstream.open(chat, raw=raw), when, receive)
+        return await _bounded(opening, when, receive)
     except _Late:
         raise StreamError(
             "timeout",

@@ -37,9 +37,8 @@ class StoredReplies:
 
         def _authenticate(self, request: Request, *, allow_query: bool = False) -> str: ...
 
-        @staticmethod
         def _error_response(
-            err: StreamError, protocol: str, secret: bytes | None = None
+            self, err: BaseException, protocol: str, secret: bytes | None = None
         ) -> Response: ...
 
     async def _keep_request(self, stream_id: str, chat: ChatRequest) -> None:

@@ -41,7 +41,7 @@ from tokenwire.errors import StreamError
 from tokenwire.llm.decode import StreamDecoder
 from tokenwire.llm.model import Delta
 from tokenwire.llm.protocol import WireProtocol, get_protocol
-from tokenwire.llm.requests import ChatRequest
+from tokenwire.llm.requests import ChatRequest, with_extra
 from tokenwire.providers.base import Item, ProviderRequest, first_token_items, stream_deltas
 from tokenwire.sse import SSEDecoder
 
@@ -187,20 +187,34 @@ class HTTPProvider:
 
     # -- the provider interface -----------------------------------------------------------
 
-    async def open(self, request: ChatRequest, *, raw: bool = False) -> AsyncIterator[Item]:
+    async def open(
+        self,
+        request: ChatRequest,
+        *,
+        raw: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Item]:
         """Send ``request``; once the upstream answered, return its items (see
-        :class:`~tokenwire.providers.base.Provider`)."""
+        :class:`~tokenwire.providers.base.Provider`). ``headers`` are added to this
+        request only (the gateway's trace context), over the provider's own."""
         try:
-            body = orjson.dumps(self.wire.write_request(request))
+            # Fields written in the upstream's own protocol (vendor extensions) go as sent.
+            body = orjson.dumps(
+                with_extra(self.wire.write_request(request), request, self.wire.name)
+            )
         except orjson.JSONEncodeError as exc:  # e.g. tool schemas nested too deeply
             raise StreamError(
                 "invalid_request", f"the request cannot be encoded: {exc}", status=400
             ) from None
+        sent = self._headers
+        if headers:
+            sent = sent.copy()
+            sent.update(headers)
         try:
             response = await self._session().post(
                 self._url,
                 data=body,
-                headers=self._headers,
+                headers=sent,
                 allow_redirects=False,
                 proxy=self._proxy,
             )

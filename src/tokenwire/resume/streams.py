@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tokenwire.errors import DropConnection, StreamError
+from tokenwire.errors import DropConnection, StreamError, public_error
 from tokenwire.llm.protocol import protocol_names
 from tokenwire.resume.log import (
     CancelResult,
@@ -440,8 +440,10 @@ class Producer:
                 self.protocol
             )
         except Exception as exc:
-            logger.error("resumable stream %s: source failed", self.id, exc_info=exc)
-            tail = StreamError.from_exception(exc).to_sse_event(self.protocol)
+            told = public_error(exc, expose=self._manager.expose_errors)
+            if told.reference is None:  # (public_error logged what it hid)
+                logger.error("resumable stream %s: source failed", self.id, exc_info=exc)
+            tail = told.to_sse_event(self.protocol)
         finally:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
@@ -493,6 +495,8 @@ class ResumableStreams:
     - ``write_give_up``: seconds a write to a shared log is retried (in order, as it
       was) before the stream is given up there and marked broken for readers elsewhere
       (the producer's own readers still get everything).
+    - ``expose_errors``: as for :class:`~tokenwire.server.EventStreamResponse` (by
+      default a source's exception is told as a generic message with a reference id).
 
     Typical use in a route::
 
@@ -512,12 +516,14 @@ class ResumableStreams:
         unavailable_for: float = 2.0,
         log_interval: float = 0.02,
         write_give_up: float = 30.0,
+        expose_errors: bool = False,
         **log_options: Any,
     ) -> None:
         if not grace >= 0:
             raise ValueError(f"grace must be a number of seconds >= 0, got {grace!r}")
         self.log = make_log(log, **log_options)
         self.grace = float(grace)
+        self.expose_errors = expose_errors
         self.ping = ping
         self.send_timeout = send_timeout
         self.unavailable_for = unavailable_for

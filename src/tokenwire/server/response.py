@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from tokenwire.errors import DropConnection, StreamError
+from tokenwire.errors import DropConnection, public_error
 from tokenwire.server import shutdown as _shutdown
 from tokenwire.sse import ServerSentEvent, encode_comment
 
@@ -338,6 +338,10 @@ class EventStreamResponse(Response):
     - ``headers`` are added to (and override) ``Content-Type: text/event-stream;
       charset=utf-8``, ``Cache-Control: no-cache`` and ``X-Accel-Buffering: no``.
     - ``background`` runs after a stream that ended normally, as in Starlette.
+    - ``expose_errors``: tell the client an exception's own text. By default an
+      exception from the source that is not a :class:`~tokenwire.errors.StreamError`
+      ends the stream with a generic message and a reference id, logged with the
+      traceback (:func:`~tokenwire.errors.public_error`).
 
     When the client disconnects (``http.disconnect``, or a failed write) the source is
     stopped at once: what it awaits is cancelled, an async generator is ``aclose()``\\ d
@@ -355,6 +359,7 @@ class EventStreamResponse(Response):
     # senders set these for their wire format.
     error_protocol: str = "generic"  # "generic" or a wire protocol's name
     shutdown_event: bytes | None = None
+    expose_errors: bool = False
 
     def __init__(
         self,
@@ -366,6 +371,7 @@ class EventStreamResponse(Response):
         status_code: int = 200,
         on_disconnect: OnDisconnect | None = None,
         background: BackgroundTask | None = None,
+        expose_errors: bool = False,
     ) -> None:
         if not isinstance(source, AsyncIterable | Iterable) or isinstance(
             source, str | bytes | bytearray | dict
@@ -385,6 +391,8 @@ class EventStreamResponse(Response):
         self.on_disconnect = on_disconnect
         self.status_code = status_code
         self.background = background
+        if expose_errors:
+            self.expose_errors = True
         self.body = b""
         if not headers:
             self.raw_headers = list(_DEFAULT_HEADERS)
@@ -498,8 +506,10 @@ class EventStreamResponse(Response):
             return False
         tail = b""
         if error is not None:
-            logger.error("event stream source failed; ending the stream", exc_info=error)
-            tail = StreamError.from_exception(error).to_sse_event(self.error_protocol)
+            told = public_error(error, expose=self.expose_errors)
+            if told.reference is None:  # (public_error logged what it hid)
+                logger.error("event stream source failed; ending the stream", exc_info=error)
+            tail = told.to_sse_event(self.error_protocol)
         elif reason == _SHUTDOWN and self.shutdown_event is not None:
             tail = self.shutdown_event
         try:

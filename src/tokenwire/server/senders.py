@@ -10,22 +10,27 @@ Once the stream cannot take more (the client left, a write timed out, the server
 shutting down), every ``send*`` raises :class:`tokenwire.errors.ClientDisconnected`,
 so the producer stops spending tokens. ``async with sender:`` finishes the stream on
 normal exit and sends the protocol's error event if the block raises (a
-``ClientDisconnected`` from the block is swallowed: it only means "stop").
+``ClientDisconnected`` from the block is swallowed: it only means "stop"); the
+exception is then re-raised, as from any ``with`` block. ``sender.produce(coro)`` runs
+the producer as a task the sender keeps and whose outcome it collects, so that a
+failure that was already sent to the client is not reported again by asyncio as
+"Task exception was never retrieved".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import typing
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import orjson
 
-from tokenwire.errors import ClientDisconnected, StreamError
+from tokenwire.errors import ClientDisconnected, StreamError, public_error
 from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
 from tokenwire.llm.model import (
     ANTHROPIC_TO_FINISH,
@@ -50,6 +55,9 @@ __all__ = [
 
 Protocol = str  # "generic" or a wire protocol's name
 _DONE = b"data: [DONE]\n\n"
+logger = logging.getLogger("tokenwire.server")
+# asyncio keeps only weak references to tasks: producers are held here until they end.
+_PRODUCERS: set[asyncio.Task[Any]] = set()
 
 
 class _Channel:
@@ -149,7 +157,7 @@ class _Channel:
 class _Sender:
     """What every sender shares: the channel, the response, ``async with``."""
 
-    __slots__ = ("_channel", "_ended", "response")
+    __slots__ = ("_channel", "_ended", "_reported", "response")
 
     protocol: ClassVar[Protocol] = "generic"
 
@@ -157,6 +165,33 @@ class _Sender:
         self._channel = channel
         self.response = response
         self._ended = False
+        self._reported: BaseException | None = None
+
+    def produce(self, producer: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``producer`` (a coroutine sending through this sender, usually inside
+        ``async with sender:``) as a background task, kept until it ends.
+
+        Its outcome is collected: an exception that ``async with sender`` already sent
+        to the client as an error event (and logged) is not reported again, and one
+        raised elsewhere (or after the stream ended) is logged (``tokenwire.server``) and, if the
+        stream is still open, sent as an error event too."""
+        task = asyncio.ensure_future(producer)
+        _PRODUCERS.add(task)
+        task.add_done_callback(self._produced)
+        return task
+
+    def _produced(self, task: asyncio.Task[Any]) -> None:
+        _PRODUCERS.discard(task)
+        if task.cancelled():
+            self._channel.end()
+            return
+        exc = task.exception()  # retrieved: asyncio does not report it again
+        if exc is None or exc is self._reported or isinstance(exc, ClientDisconnected):
+            return
+        logger.error("a sender's producer failed", exc_info=exc)
+        if not self._ended and not self._channel.closed:
+            self._ended = True
+            self._channel.put_nowait(self._error_bytes(exc), eof=True)
 
     @classmethod
     def _make(
@@ -215,11 +250,14 @@ class _Sender:
             self._channel.end()
 
     def _error_bytes(self, exc: BaseException) -> bytes:
-        return StreamError.from_exception(exc).to_sse_event(self.protocol)
+        return public_error(exc, expose=self.response.expose_errors).to_sse_event(self.protocol)
 
     async def send_error(self, exc: BaseException) -> None:
-        """End the stream with the protocol's error event for ``exc`` (categorized by
-        :meth:`tokenwire.errors.StreamError.from_exception`)."""
+        """End the stream with the protocol's error event for ``exc``: a
+        :class:`~tokenwire.errors.StreamError` as it is; any other exception by its
+        category with a generic message and a reference id that is logged with it
+        (:func:`tokenwire.errors.public_error`; ``response.expose_errors = True`` sends
+        its text instead)."""
         self._check()
         await self._finish_with(self._error_bytes(exc))
 
@@ -246,6 +284,7 @@ class _Sender:
                 await self._default_finish()
             return False
         if isinstance(exc, Exception):
+            self._reported = exc
             with contextlib.suppress(ClientDisconnected):
                 await self.send_error(exc)
             return False
@@ -582,7 +621,7 @@ class ResponsesSender(_EncodingSender[ResponsesEventEncoder]):
     def _error_bytes(self, exc: BaseException) -> bytes:
         if self.encoder.ended:
             return b""
-        return self.encoder.error(exc)
+        return self.encoder.error(public_error(exc, expose=self.response.expose_errors))
 
 
 def _finish_reason(stop_reason: str) -> str:

@@ -12,6 +12,7 @@ import orjson
 from tokenwire.llm.requests import (
     ChatMessage,
     ChatRequest,
+    Check,
     ImagePart,
     Part,
     RequestError,
@@ -19,28 +20,80 @@ from tokenwire.llm.requests import (
     ToolCallPart,
     ToolResultPart,
     ToolSpec,
+    bool_check,
+    check_fields,
+    check_tool_choice,
     effort_for_budget,
+    extra_fields,
+    int_check,
+    json_kind,
     json_schema_spec,
     opt_bool,
+    opt_int,
     opt_number,
-    opt_positive_int,
+    opt_str,
     read_effort,
     read_json_format,
+    read_list,
     read_metadata,
     read_object,
     read_str,
+    read_tool_name,
+    str_check,
 )
 
-
-def _opt_str(body: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = body.get(key)
-    return None if value is None else read_str(value, where)
+RESPONSES_MIN_OUTPUT_TOKENS = 16
+"""The smallest ``max_output_tokens`` the Responses API takes."""
 
 
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise RequestError(f"{where} must be a list", param=where)
-    return value
+def _include(body: Mapping[str, Any], key: str) -> None:
+    for i, item in enumerate(read_list(body[key], key)):
+        read_str(item, f"{key}[{i}]")
+
+
+def _truncation(body: Mapping[str, Any], key: str) -> None:
+    if body[key] not in ("auto", "disabled"):
+        raise RequestError(
+            f"truncation must be auto or disabled, not {json_kind(body[key])}", param=key
+        )
+
+
+# Fields of the Responses API that ChatRequest does not model: checked as the API
+# checks them, then carried in ChatRequest.extra.
+_CHECKS: dict[str, Check] = {
+    "user": str_check,
+    "service_tier": str_check,
+    "truncation": _truncation,
+    "include": _include,
+    "top_logprobs": int_check(0, 20),
+    "max_tool_calls": int_check(1),
+    "prompt_cache_key": str_check,
+    "safety_identifier": str_check,
+    "stream_options": lambda body, key: read_object(body[key], key),
+    "store": bool_check,
+}
+# What ChatRequest models, and what a gateway reads itself (store,
+# previous_response_id, background): none of these is forwarded as it came.
+_KNOWN = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "stream",
+        "parallel_tool_calls",
+        "reasoning",
+        "text",
+        "metadata",
+        "store",
+        "previous_response_id",
+        "background",
+    }
+)
 
 
 def _image(part: Mapping[str, Any], where: str) -> ImagePart:
@@ -82,7 +135,7 @@ def _tool_output(output: Any, where: str) -> str:
     if isinstance(output, str):
         return output
     texts = []
-    for j, raw in enumerate(_list(output, where)):
+    for j, raw in enumerate(read_list(output, where)):
         part = read_object(raw, f"{where}[{j}]")
         if part.get("type") != "input_text":
             raise RequestError(
@@ -152,7 +205,7 @@ def _input_items(items: list[Any], system: list[str]) -> list[ChatMessage]:
 
 def _tools(raw: Any) -> list[ToolSpec]:
     tools: list[ToolSpec] = []
-    for i, raw_tool in enumerate(_list(raw, "tools") if raw is not None else []):
+    for i, raw_tool in enumerate(read_list(raw, "tools") if raw is not None else []):
         where = f"tools[{i}]"
         tool = read_object(raw_tool, where)
         kind = tool.get("type")
@@ -168,8 +221,8 @@ def _tools(raw: Any) -> list[ToolSpec]:
         params = tool.get("parameters")
         tools.append(
             ToolSpec(
-                name=read_str(tool.get("name"), f"{where}.name"),
-                description=_opt_str(tool, "description", f"{where}.description"),
+                name=read_tool_name(tool.get("name"), f"{where}.name"),
+                description=opt_str(tool, "description", f"{where}.description"),
                 parameters=(
                     {"type": "object", "properties": {}}
                     if params is None
@@ -218,9 +271,9 @@ def from_responses(body: Mapping[str, Any]) -> ChatRequest:
     if opt_bool(body, "background"):
         raise RequestError("background mode is not supported", param="background")
     opt_bool(body, "store")
-    previous = _opt_str(body, "previous_response_id", "previous_response_id")
+    previous = opt_str(body, "previous_response_id", "previous_response_id")
     system: list[str] = []
-    instructions = _opt_str(body, "instructions", "instructions")
+    instructions = opt_str(body, "instructions", "instructions")
     if instructions:
         system.append(instructions)
     raw_input = body.get("input")
@@ -242,21 +295,32 @@ def from_responses(body: Mapping[str, Any]) -> ChatRequest:
         effort = read_effort(
             read_object(body.get("reasoning"), "reasoning").get("effort"), "reasoning.effort"
         )
+    tools = _tools(body.get("tools"))
+    tool_choice = _tool_choice(body.get("tool_choice"))
+    check_tool_choice(tool_choice, tools, "tool_choice")
+    stream = bool(opt_bool(body, "stream"))
+    check_fields(body, _CHECKS)
+    if body.get("stream_options") is not None and not stream:
+        raise RequestError(
+            "stream_options is only allowed when stream is true", param="stream_options"
+        )
     return ChatRequest(
         model=model,
         messages=messages,
         system="\n\n".join(system) if system else None,
-        max_tokens=opt_positive_int(body, "max_output_tokens"),
+        max_tokens=opt_int(body, "max_output_tokens", RESPONSES_MIN_OUTPUT_TOKENS),
         temperature=opt_number(body, "temperature", 0, 2),
         top_p=opt_number(body, "top_p", 0, 1),
-        tools=_tools(body.get("tools")),
-        tool_choice=_tool_choice(body.get("tool_choice")),
-        stream=bool(opt_bool(body, "stream")),
+        tools=tools,
+        tool_choice=tool_choice,
+        stream=stream,
         include_usage=True,  # Responses streams always carry usage
         parallel_tool_calls=opt_bool(body, "parallel_tool_calls"),
         reasoning_effort=effort,
         response_format=fmt,
         metadata=read_metadata(body.get("metadata")),
+        extra=extra_fields(body, _KNOWN),
+        extra_protocol="responses",
     )
 
 
