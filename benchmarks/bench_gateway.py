@@ -25,8 +25,10 @@ of gaps under 5 ms (the mock's are 20 ms; a gateway that buffers delivers chunks
 bursts).
 
 Routes (``--routes``): chat completions on both sides (pass-through), a Responses client
-of the chat-completions upstream (translated; direct = the upstream's own protocol), and
-Responses on both sides (pass-through, the mock speaking Responses). Targets, for each:
+of the chat-completions upstream (translated; direct = the upstream's own protocol),
+Responses on both sides (pass-through, the mock speaking Responses), and the same two for
+a Gemini client (``gemini``: translated from chat completions; ``gemini-pass``: the mock
+speaking Gemini on ``/v1beta/models/...:streamGenerateContent``). Targets, for each:
 1 stream: added TTFT p50 < 1 ms; 100 streams: added TTFT p99 < 10 ms and added gap p99
 < 0.5 ms, with no bunching.
 
@@ -140,6 +142,30 @@ _R_END = (
 )
 
 
+# The same reply as a Gemini stream (``:streamGenerateContent?alt=sse``): no start event,
+# a GenerateContentResponse per piece of text, the last with the finish reason and usage;
+# events end with CRLF CRLF, as the API's do.
+def _g_chunk(payload: bytes) -> bytes:
+    event = b"data: " + payload + b"\r\n\r\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+_G_DELTA = (
+    b'{"candidates":[{"content":{"parts":[{"text":"t%d "}],"role":"model"},"index":0}],'
+    b'"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8},"modelVersion":"mock",'
+    b'"responseId":"mock-gemini"}'
+)
+_G_END = (
+    _g_chunk(
+        b'{"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},'
+        b'"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":8,'
+        b'"candidatesTokenCount":64,"totalTokenCount":72},"modelVersion":"mock",'
+        b'"responseId":"mock-gemini"}'
+    )
+    + b"0\r\n\r\n"
+)
+
+
 async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     loop = asyncio.get_running_loop()
     clock = time.perf_counter_ns
@@ -152,12 +178,16 @@ async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                     length = int(line[15:])
             body = await reader.readexactly(length) if length else b""
             responses = head.startswith(b"POST /v1/responses")
+            gemini = head.startswith(b"POST /v1beta/")
             start = loop.time()
-            writer.write(_HEAD + (_R_START if responses else _ROLE))
+            writer.write(_HEAD + (b"" if gemini else _R_START if responses else _ROLE))
             for i in range(CHUNKS):
                 delay = start + (i + 1) * PACE - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if gemini:
+                    writer.write(_g_chunk(_G_DELTA % clock()))
+                    continue
                 if responses:
                     writer.write(_named(b"response.output_text.delta", _R_DELTA % (i + 2, clock())))
                     continue
@@ -168,7 +198,9 @@ async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                         % clock()
                     )
                 )
-            if responses:
+            if gemini:
+                writer.write(_G_END)
+            elif responses:
                 writer.write(_R_END % (CHUNKS + 2))
             else:
                 writer.write(_FINISH + (_USAGE if b"include_usage" in body else b"") + _DONE)
@@ -230,6 +262,8 @@ async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[i
                     raw = raw[end + 2 :]
             else:
                 events, raw = events + raw, b""
+            if b"\r" in events:  # Gemini's events end with CRLF CRLF
+                events = events.replace(b"\r\n", b"\n")
             while True:
                 cut = events.find(b"\n\n")
                 if cut < 0:
@@ -240,6 +274,9 @@ async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[i
                 if at < 0:
                     at = event.find(b'"delta":"t')
                     skip = 10
+                if at < 0:
+                    at = event.find(b'"text":"t')
+                    skip = 9
                 if at >= 0:
                     stop = event.index(b" ", at)
                     received.append(now)
@@ -262,10 +299,18 @@ async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[i
 
 async def _client_round(port: int, streams: int, route: str = "chat") -> dict[str, Any]:
     # route: "chat" (chat completions both sides), "responses" (a Responses client of a
-    # chat-completions upstream: translated), "responses-pass" (Responses both sides).
-    if route == "chat":
-        path = b"/v1/chat/completions"
+    # chat-completions upstream: translated), "responses-pass" (Responses both sides),
+    # "gemini" and "gemini-pass" (the same for a Gemini client; a Gemini stream ends with
+    # its body, which the client reads to the end).
+    if route in ("gemini", "gemini-pass"):
+        model = b"mockg" if route == "gemini-pass" else b"mock"
+        path = b"/v1beta/models/%s:streamGenerateContent?alt=sse" % model
         payload: dict[str, Any] = {
+            "contents": [{"role": "user", "parts": [{"text": "count to sixty-four"}]}]
+        }
+    elif route == "chat":
+        path = b"/v1/chat/completions"
+        payload = {
             "model": "mock",
             "messages": [{"role": "user", "content": "count to sixty-four"}],
             "stream": True,
@@ -368,10 +413,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
     parser.add_argument(
         "--routes",
-        default="chat,responses,responses-pass",
+        default="chat,responses,responses-pass,gemini,gemini-pass",
         help="comma-separated: chat (chat completions both sides), responses (a Responses "
         "client, translated to a chat-completions upstream), responses-pass (Responses "
-        "both sides); default: all three",
+        "both sides), gemini and gemini-pass (the same for a Gemini client); default: all",
     )
     parser.add_argument(
         "--baseline",
@@ -407,7 +452,7 @@ def main() -> None:
             'provider = "mock"\n\n'
         )
         routes = [r for r in args.routes.split(",") if r]
-        unknown = set(routes) - {"chat", "responses", "responses-pass"}
+        unknown = set(routes) - set(_ROUTE_TITLES)
         if unknown:
             raise SystemExit(f"unknown routes: {', '.join(sorted(unknown))}")
         if "responses-pass" in routes:
@@ -416,7 +461,15 @@ def main() -> None:
                     "[providers.mockr]\n"
                     'type = "openai-responses"\n'
                     f'base_url = "http://127.0.0.1:{mock_port}/v1"\n\n'
-                    '[models.mockr]\nprovider = "mockr"\n'
+                    '[models.mockr]\nprovider = "mockr"\n\n'
+                )
+        if "gemini-pass" in routes:
+            with config.open("a") as f:
+                f.write(
+                    "[providers.mockg]\n"
+                    'type = "gemini"\n'
+                    f'base_url = "http://127.0.0.1:{mock_port}/v1beta"\n\n'
+                    '[models.mockg]\nprovider = "mockg"\n\n'
                 )
         try:
             mock = subprocess.Popen(
@@ -498,7 +551,7 @@ def main() -> None:
 
             def direct_route(route: str) -> str:
                 # What the upstream speaks: the direct path's client speaks it too.
-                return "responses-pass" if route == "responses-pass" else "chat"
+                return route if route.endswith("-pass") else "chat"
 
             for route in routes:
                 for streams in (10, 1):  # warm-up: imports, connection pools, caches
@@ -543,6 +596,8 @@ _ROUTE_TITLES = {
     "chat": "chat completions, client and upstream (pass-through)",
     "responses": "a Responses client, a chat-completions upstream (translated)",
     "responses-pass": "Responses, client and upstream (pass-through)",
+    "gemini": "a Gemini client, a chat-completions upstream (translated)",
+    "gemini-pass": "Gemini, client and upstream (pass-through)",
 }
 
 

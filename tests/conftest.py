@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -141,3 +144,47 @@ def browser() -> Iterator[Any]:
             yield instance
         finally:
             instance.close()
+
+
+# --- Node.js clients (tests/js) ----------------------------------------------------------
+
+JS = REPO / "tests" / "js"
+
+
+def _stale_packages() -> list[str]:
+    """What in ``tests/js/package-lock.json`` is not installed as locked (all of it when
+    ``node_modules`` is missing), from npm's own record of what it installed."""
+    locked = json.loads((JS / "package-lock.json").read_text())["packages"]
+    record = JS / "node_modules" / ".package-lock.json"
+    installed = json.loads(record.read_text())["packages"] if record.is_file() else {}
+    return [
+        f"{path}@{entry.get('version')}"
+        for path, entry in locked.items()
+        if path and (installed.get(path) or {}).get("version") != entry.get("version")
+    ]
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The ``node`` executable, with ``tests/js``'s locked packages installed (``npm ci``
+    when they are missing or differ); done before any server of a test starts."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail(
+            "Node.js and npm are required for the JavaScript SDK tests "
+            f"(node: {node or 'not found'}, npm: {npm or 'not found'} on PATH)"
+        )
+    if _stale_packages():
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=JS,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"`npm ci` in {JS} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    stale = _stale_packages()
+    assert not stale, f"`npm ci` left packages missing or at other versions: {stale}"
+    return node

@@ -1,4 +1,4 @@
-"""A scripted LLM upstream for gateway tests: real HTTP, both protocols.
+"""A scripted LLM upstream for gateway tests: real HTTP, every wire protocol.
 
 The upstream's behaviour is chosen by the requested model name, so one server covers
 every scenario; it records the requests it got and when each stream's producer ended.
@@ -126,22 +126,27 @@ def upstream_app(state: Upstream) -> Starlette:
     async def handle(request: Request, protocol: str) -> Response:
         body = orjson.loads(await request.body())
         state.requests.append((protocol, body, dict(request.headers)))
-        model = body["model"]
+        # Gemini names the model in the path; the others in the body.
+        model = request.path_params.get("model") or body["model"]
         if model == "ratelimit":
-            error = (
-                {
+            error: dict[str, Any]
+            if protocol == "anthropic":
+                error = {
+                    "type": "error",
+                    "error": {"type": "rate_limit_error", "message": "slow down"},
+                }
+            elif protocol == "gemini":
+                error = {
+                    "error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}
+                }
+            else:
+                error = {
                     "error": {
                         "message": "slow down",
                         "type": "requests",
                         "code": "rate_limit_exceeded",
                     }
                 }
-                if protocol != "anthropic"
-                else {
-                    "type": "error",
-                    "error": {"type": "rate_limit_error", "message": "slow down"},
-                }
-            )
             return Response(
                 orjson.dumps(error),
                 status_code=429,
@@ -149,7 +154,7 @@ def upstream_app(state: Upstream) -> Starlette:
                 media_type="application/json",
             )
         if model == "echo-key":
-            key = request.headers.get("authorization") or request.headers.get("x-api-key")
+            key = _given_key(request)
             error = {
                 "error": {
                     "message": f"Incorrect API key provided: {key}",
@@ -160,7 +165,7 @@ def upstream_app(state: Upstream) -> Starlette:
         deltas = script(model)
         if model == "echo-key-stream":
             # A careless upstream that repeats the caller's credentials in its reply.
-            key = request.headers.get("authorization") or request.headers.get("x-api-key")
+            key = _given_key(request)
             bad: dict[str, object] = {"type": "authentication_error", "message": f"bad key {key}"}
             deltas = [
                 deltas[0],
@@ -186,18 +191,28 @@ def upstream_app(state: Upstream) -> Starlette:
     async def responses_route(request: Request) -> Response:
         return await handle(request, "responses")
 
+    async def gemini_route(request: Request) -> Response:
+        return await handle(request, "gemini")
+
     return Starlette(
         routes=[
             Route("/v1/chat/completions", openai_route, methods=["POST"]),
             Route("/v1/messages", anthropic_route, methods=["POST"]),
             Route("/v1/responses", responses_route, methods=["POST"]),
+            Route("/v1beta/models/{model}:streamGenerateContent", gemini_route, methods=["POST"]),
         ]
     )
 
 
+def _given_key(request: Request) -> str | None:
+    headers = request.headers
+    return headers.get("authorization") or headers.get("x-api-key") or headers.get("x-goog-api-key")
+
+
 def gateway_config(upstream_url: str, **gateway: Any) -> dict[str, Any]:
-    """A configuration routing ``oa/*``, ``an/*`` and ``rs/*`` style names to the test
-    upstream (OpenAI chat completions, Anthropic Messages, OpenAI Responses)."""
+    """A configuration routing ``oa/*``, ``an/*``, ``rs/*`` and ``gm/*`` style names to
+    the test upstream (OpenAI chat completions, Anthropic Messages, OpenAI Responses,
+    Gemini)."""
     return {
         "providers": {
             "oa": {"type": "openai", "base_url": upstream_url + "/v1", "expose": True},
@@ -210,6 +225,12 @@ def gateway_config(upstream_url: str, **gateway: Any) -> dict[str, Any]:
             "rs": {
                 "type": "openai-responses",
                 "base_url": upstream_url + "/v1",
+                "api_key_env": "TW_TEST_UPSTREAM_KEY",
+                "expose": True,
+            },
+            "gm": {
+                "type": "gemini",
+                "base_url": upstream_url + "/v1beta",
                 "api_key_env": "TW_TEST_UPSTREAM_KEY",
                 "expose": True,
             },

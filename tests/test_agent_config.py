@@ -127,8 +127,8 @@ provider = "slow"
             r"\[providers.x\]: type must be one of .*missing",
         ),
         (
-            '[providers.x]\ntype = "gemini"\n',
-            r"type must be one of openai, anthropic, openai-responses, demo, not 'gemini'",
+            '[providers.x]\ntype = "bogus"\n',
+            r"type must be one of openai, anthropic, openai-responses, gemini, demo, not 'bogus'",
         ),
         (
             '[providers.x]\ntype = "openai"\ntime_per_token = 1\n',

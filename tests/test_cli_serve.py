@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tokenwire.llm.protocol import protocol_names
+
 pytestmark = pytest.mark.integration
 
 
@@ -175,20 +177,24 @@ def test_serve_rejects_bad_configuration(tmp_path: Path) -> None:
 
 
 def test_chat_speaks_every_protocol_to_the_gateway(tmp_path: Path) -> None:
-    """``tokenwire chat --protocol``: the same reply over chat completions, Anthropic
-    Messages and the Responses API (the demo model, seeded: the same text each time)."""
+    """``tokenwire chat --protocol``: the same reply over every wire protocol (chat
+    completions, Anthropic Messages, the Responses API, Gemini, ...: the demo model,
+    seeded, gives the same text each time), from the ``/v1`` base URL and from the
+    server's root."""
     config = tmp_path / "gateway.toml"
     config.write_text(
         '[providers.fable]\ntype = "demo"\nseed = 3\n\n[models.story]\nprovider = "fable"\n'
     )
     with serving("--config", str(config), "--log-level", "warning", cwd=tmp_path) as url:
         replies = {}
-        for protocol in ("openai", "anthropic", "responses"):
+        names = protocol_names()
+        assert "gemini" in names
+        for protocol, base in [(p, "/v1") for p in names] + [("gemini", "")]:
             result = run_cli(
                 "chat",
                 "once upon a time",
                 "--url",
-                f"{url}/v1",
+                url + base,
                 "--model",
                 "story",
                 "--temperature",
@@ -201,8 +207,8 @@ def test_chat_speaks_every_protocol_to_the_gateway(tmp_path: Path) -> None:
             )
             assert result.returncode == 0, (protocol, result.stderr)
             assert "time to first token" in result.stderr
-            replies[protocol] = result.stdout.strip()
-        assert replies["openai"] and len(set(replies.values())) == 1, replies
+            replies[protocol, base] = result.stdout.strip()
+        assert replies["openai", "/v1"] and len(set(replies.values())) == 1, replies
         bad = run_cli(
             "chat",
             "x",

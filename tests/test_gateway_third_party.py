@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -62,11 +60,10 @@ from tokenwire.llm.model import (
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
 from tokenwire.server import EventStreamResponse
 
-from .conftest import serve
+from .conftest import JS, serve
 
 pytestmark = pytest.mark.integration
 
-JS = Path(__file__).resolve().parent / "js"
 STREAM_TEXT = JS / "stream_text.mjs"
 
 TOOL = "get_weather"
@@ -390,45 +387,6 @@ async def test_agents_sdk_plain_text_from_demo(setup: Setup, run_config: RunConf
 
 
 # --- Vercel AI SDK (Node) -----------------------------------------------------------------
-
-
-def _stale_packages() -> list[str]:
-    """What in ``tests/js/package-lock.json`` is not installed as locked (all of it when
-    ``node_modules`` is missing), from npm's own record of what it installed."""
-    locked = json.loads((JS / "package-lock.json").read_text())["packages"]
-    record = JS / "node_modules" / ".package-lock.json"
-    installed = json.loads(record.read_text())["packages"] if record.is_file() else {}
-    return [
-        f"{path}@{entry.get('version')}"
-        for path, entry in locked.items()
-        if path and (installed.get(path) or {}).get("version") != entry.get("version")
-    ]
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The ``node`` executable, with ``tests/js``'s locked packages installed (``npm ci``
-    when they are missing or differ); done before any server of a test starts."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "Node.js and npm are required for the Vercel AI SDK tests "
-            f"(node: {node or 'not found'}, npm: {npm or 'not found'} on PATH)"
-        )
-    if _stale_packages():
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"`npm ci` in {JS} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    stale = _stale_packages()
-    assert not stale, f"`npm ci` left packages missing or at other versions: {stale}"
-    return node
 
 
 def stream_text(node: str, url: str, model: str, *args: str) -> list[dict[str, Any]]:

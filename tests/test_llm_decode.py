@@ -447,7 +447,7 @@ def test_stream_decoder_auto_and_bad_protocol() -> None:
     decoder.feed(ServerSentEvent(chunk({"content": "x"})[6:-2]))
     assert decoder.protocol == "openai"
     with pytest.raises(ValueError, match="protocol"):
-        StreamDecoder("gemini")  # type: ignore[arg-type]
+        StreamDecoder("bogus")  # type: ignore[arg-type]
     with pytest.raises(StreamError):
         StreamDecoder().close()  # nothing at all arrived
 

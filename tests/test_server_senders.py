@@ -1,5 +1,5 @@
-"""The senders, read by the official openai and anthropic SDKs (sync and async) from a
-real uvicorn server, plus the plain and browser-format senders."""
+"""The senders, read by the official openai, anthropic and google-genai SDKs (sync and
+async) from a real uvicorn server, plus the plain and browser-format senders."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +34,7 @@ from tokenwire.server import (
     ClaudeSender,
     EventSender,
     EventStreamResponse,
+    GeminiSender,
     OpenAISender,
     request_shutdown,
 )
@@ -336,6 +340,101 @@ def test_anthropic_sdk_raises_on_error_event(anthropic_url: str) -> None:
         stream.get_final_message()
 
 
+# -- Gemini ------------------------------------------------------------------------------
+
+
+def gemini_endpoint(request: Request) -> Response:
+    scenario = request.headers.get("x-scenario", "text")
+    sender, response = GeminiSender.create(id="resp-gemini-1", model="gemini-test-001")
+
+    async def produce() -> None:
+        async with sender:
+            if scenario == "error":
+                await sender.send("partial")
+                raise RuntimeError("gemini fell over")
+            if scenario == "tools":
+                await sender.send_thought("Let me think.")
+                await sender.send_thought(signature="c2lnbmF0dXJl")
+            for word in WORDS:
+                await sender.send(word)
+            if scenario == "tools":
+                await sender.send_function_call("get_weather", {"city": "Paris"}, id="fc_1")
+                await sender.send_function_call("get_time", {"tz": "CET"})
+                await sender.send_finish(usage={"promptTokenCount": 9, "candidatesTokenCount": 12})
+            else:
+                await sender.send_finish("STOP", usage=Usage(input_tokens=5, output_tokens=7))
+
+    sender.produce(produce())
+    return response
+
+
+@pytest.fixture(scope="module")
+def gemini_url() -> Any:
+    path = "/v1beta/models/{model}:streamGenerateContent"
+    with serve(sender_app({path: gemini_endpoint})) as url:
+        yield url
+
+
+def _gemini(url: str, scenario: str) -> genai.Client:
+    options = types.HttpOptions(
+        base_url=url,
+        api_version="v1beta",
+        headers={"x-scenario": scenario},
+        retry_options=types.HttpRetryOptions(attempts=1),
+    )
+    return genai.Client(api_key="test", http_options=options)
+
+
+def test_gemini_sdk_streams_text_and_usage(gemini_url: str) -> None:
+    client = _gemini(gemini_url, "text")
+    chunks = list(client.models.generate_content_stream(model="m", contents="hi"))
+    assert [c.text for c in chunks if c.text] == WORDS  # a chunk per send, nothing first
+    assert {(c.response_id, c.model_version) for c in chunks} == {
+        ("resp-gemini-1", "gemini-test-001")
+    }
+    last = chunks[-1]
+    assert last.candidates is not None
+    assert last.candidates[0].finish_reason == types.FinishReason.STOP
+    assert last.usage_metadata is not None
+    usage = last.usage_metadata
+    assert (usage.prompt_token_count, usage.candidates_token_count) == (5, 7)
+
+
+def test_gemini_sdk_function_calls_thoughts_and_usage(gemini_url: str) -> None:
+    client = _gemini(gemini_url, "tools")
+    chunks = list(client.models.generate_content_stream(model="m", contents="hi"))
+    parts = [p for c in chunks if c.candidates for p in c.candidates[0].content.parts or []]
+    assert "".join(p.text or "" for p in parts if p.thought) == "Let me think."
+    assert [p.thought_signature for p in parts if p.thought_signature] == [b"signature"]
+    assert "".join(p.text or "" for p in parts if not p.thought) == "Hello, world!"
+    calls = [call for c in chunks for call in c.function_calls or []]
+    assert [(c.id, c.name, c.args) for c in calls] == [
+        ("fc_1", "get_weather", {"city": "Paris"}),
+        (None, "get_time", {"tz": "CET"}),
+    ]
+    usage = chunks[-1].usage_metadata
+    assert usage is not None
+    assert (usage.prompt_token_count, usage.candidates_token_count) == (9, 12)
+
+
+async def test_gemini_sdk_async(gemini_url: str) -> None:
+    client = _gemini(gemini_url, "text")
+    stream = await client.aio.models.generate_content_stream(model="m", contents="hi")
+    pieces = [c.text async for c in stream if c.text]
+    assert pieces == WORDS
+    await client.aio.aclose()
+
+
+def test_gemini_sdk_raises_on_error_chunk(gemini_url: str) -> None:
+    client = _gemini(gemini_url, "error")
+    seen: list[str] = []
+    with pytest.raises(genai_errors.ServerError, match=HIDDEN) as caught:
+        for chunk in client.models.generate_content_stream(model="m", contents="hi"):
+            seen.append(chunk.text or "")
+    assert seen == ["partial"]
+    assert (caught.value.code, caught.value.status) == (500, "INTERNAL")
+
+
 # -- plain and browser-format senders -----------------------------------------------------
 
 
@@ -578,3 +677,45 @@ def test_heartbeats_before_first_token_are_ignored_by_both_sdks() -> None:
         claude = anthropic.Anthropic(base_url=url, api_key="t", max_retries=0)
         with claude.messages.stream(model="m", max_tokens=5, messages=[]) as stream:
             assert stream.get_final_text() == "late"
+
+
+def test_gemini_sender_heartbeats_are_blank_lines_and_shutdown_an_error() -> None:
+    """The Gemini SDK takes every line but a blank one for data: the sender's heartbeats
+    are blank lines, and a server shutting down ends the stream with an error chunk."""
+    loops: list[asyncio.AbstractEventLoop] = []
+    producer_stopped = threading.Event()
+
+    def slow(request: Request) -> Response:
+        loops.append(asyncio.get_running_loop())
+        sender, response = GeminiSender.create(model="m", ping=0.02)
+
+        async def produce() -> None:
+            try:
+                await asyncio.sleep(0.2)  # heartbeats go out meanwhile
+                await sender.send("late")
+                if request.headers.get("x-scenario") == "endless":
+                    while True:
+                        await asyncio.sleep(0.02)
+                        await sender.send("tok")
+                await sender.send_finish()
+            except ClientDisconnected:
+                producer_stopped.set()
+
+        spawn(produce())
+        return response
+
+    path = "/v1beta/models/{model}:streamGenerateContent"
+    with serve(sender_app({path: slow})) as url:
+        raw = httpx.post(url + "/v1beta/models/m:streamGenerateContent").content
+        assert raw.startswith(b"\n\n") and b": ping" not in raw
+        client = _gemini(url, "text")
+        chunks = list(client.models.generate_content_stream(model="m", contents="x"))
+        assert "".join(c.text or "" for c in chunks) == "late"
+        endless = _gemini(url, "endless")
+        stream = endless.models.generate_content_stream(model="m", contents="x")
+        assert next(iter(stream)).text == "late"
+        request_shutdown(loops[-1])
+        with pytest.raises(genai_errors.ServerError, match="shutting down") as caught:
+            list(stream)
+        assert caught.value.code == 503
+        assert producer_stopped.wait(5)

@@ -28,11 +28,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import orjson
 
 from tokenwire import __version__
+
+if TYPE_CHECKING:
+    from tokenwire.llm.protocol import WireProtocol
+    from tokenwire.llm.requests import ChatRequest
 
 __all__ = ["main"]
 
@@ -131,10 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="run the OpenAI- and Anthropic-compatible gateway",
+        help="run the gateway (every wire protocol's endpoints, in front of any provider)",
         description=(
-            "Run the gateway: POST /v1/chat/completions (OpenAI), POST /v1/messages "
-            "(Anthropic), GET /v1/models, the chat page at /, /healthz and /metrics. "
+            "Run the gateway: "
+            + ", ".join(f"POST {p.endpoints[0]} ({p.title})" for p in _protocols())
+            + ", GET /v1/models, the chat page at /, /healthz and /metrics. "
             "Without a configuration file it serves the built-in 'demo' model."
         ),
     )
@@ -186,9 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Stream a reply to PROMPT to stdout as it arrives, then print the time to first "
             "token and tokens/s to stderr. By default it calls an OpenAI-compatible endpoint "
             f"(--url, default ${URL_ENV} or {DEFAULT_URL}) in the protocol --protocol names "
-            "(chat completions, Anthropic Messages, OpenAI Responses); with --agent it runs an "
-            "agent from the configuration in this process. Ctrl-C stops and closes the "
-            "connection."
+            f"({', '.join(p.title for p in _protocols())}); with --agent it runs an agent from the "
+            "configuration in this process. Ctrl-C stops and closes the connection."
         ),
     )
     chat.add_argument(
@@ -210,8 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=_protocol_names(),
         default="openai",
-        help="wire protocol to call the endpoint with: openai (chat completions), "
-        "anthropic (Messages), responses (OpenAI Responses), ... (default: %(default)s)",
+        help=f"wire protocol to call the endpoint with: {_protocol_list()} (default: %(default)s)",
     )
     chat.add_argument("--system", metavar="TEXT", help="system prompt (endpoint mode)")
     chat.add_argument(
@@ -458,15 +461,30 @@ def _protocol_names() -> tuple[str, ...]:
     return protocol_names()
 
 
-def _endpoint(url: str, wire: Any) -> str:
-    """The endpoint of ``wire`` under a base URL (``http://host:8000/v1`` or the server's
-    root; a URL that already is the endpoint is kept)."""
+def _protocols() -> tuple[WireProtocol, ...]:
+    from tokenwire.llm.protocol import protocols
+
+    return tuple(protocols())
+
+
+def _protocol_list() -> str:
+    return ", ".join(f"{p.name} ({p.title})" for p in _protocols())
+
+
+def _endpoint(url: str, wire: WireProtocol, request: ChatRequest) -> str:
+    """Where ``request`` goes under a base URL (``http://host:8000/v1``, the protocol's
+    own base such as ``.../v1beta``, or the server's root; a URL that already is a fixed
+    endpoint is kept)."""
     url = url.rstrip("/")
-    path: str = wire.endpoints[0]
-    if url.endswith(path) or url.endswith(wire.upstream_path):
+    path = wire.endpoints[0]
+    if "{" not in path and (url.endswith(path) or url.endswith(wire.upstream_path)):
         return url
-    root = url[: -len("/v1")] if url.endswith("/v1") else url
-    return root + path
+    root = url
+    for base in ("/v1", wire.server_base_path):
+        if base and root.endswith(base):
+            root = root[: -len(base)]
+            break
+    return wire.server_url(root, request)
 
 
 class _Meter:
@@ -541,7 +559,6 @@ async def _chat_url(args: argparse.Namespace, prompt: str, options: Any) -> int:
     from tokenwire.llm.requests import ChatMessage, ChatRequest, RequestError, TextPart
 
     wire = get_protocol(args.protocol)
-    url = _endpoint(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, wire)
     request = ChatRequest(
         model=args.model or "demo",
         messages=[ChatMessage("user", [TextPart(prompt)])],
@@ -552,6 +569,7 @@ async def _chat_url(args: argparse.Namespace, prompt: str, options: Any) -> int:
         stream=True,
         include_usage=True,
     )
+    url = _endpoint(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, wire, request)
     try:
         body = wire.write_request(request)
     except RequestError as exc:

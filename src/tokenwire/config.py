@@ -2,7 +2,7 @@
 
 ```toml
 [providers.local]               # type defaults to the name for built-in providers
-type = "openai"                 # "openai" | "anthropic" | "openai-responses" | "demo"
+type = "openai"                 # "openai" | "anthropic" | "openai-responses" | "gemini" | "demo"
 base_url = "http://localhost:11434/v1"
 api_key_env = "LOCAL_API_KEY"   # the *name* of the variable; keys never go in the file
 headers = { "X-Team" = "docs" }
@@ -52,7 +52,9 @@ only where it opts in: ``expose = true`` (any model) or ``expose = ["gpt-4o", ..
 Built in, unless the file redefines them: providers ``demo``, ``openai``
 (``https://api.openai.com/v1``, key from ``OPENAI_API_KEY``), ``anthropic``
 (``https://api.anthropic.com``, key from ``ANTHROPIC_API_KEY``) and one for every other
-wire protocol with a public endpoint (``openai-responses``: the OpenAI Responses API),
+wire protocol with a public endpoint (``openai-responses``: the OpenAI Responses API;
+``gemini``: ``https://generativelanguage.googleapis.com/v1beta``, key from
+``GEMINI_API_KEY``),
 and the agent ``assistant`` using ``demo``. A provider's ``type`` is ``demo`` or a wire
 protocol's provider type (:mod:`tokenwire.llm.protocol`); Anthropic providers also take
 ``anthropic_version``. Demo providers also take ``speed`` (a factor of the realistic
@@ -92,7 +94,7 @@ __all__ = [
 
 ProviderType = str
 """``"demo"``, or a wire protocol's provider type (``"openai"``, ``"anthropic"``,
-``"openai-responses"``, ...: see :mod:`tokenwire.llm.protocol`)."""
+``"openai-responses"``, ``"gemini"``, ...: see :mod:`tokenwire.llm.protocol`)."""
 
 
 def _wire_types() -> dict[str, WireProtocol]:

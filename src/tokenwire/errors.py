@@ -273,11 +273,13 @@ class StreamError(Exception):
         ``TimeoutError`` is ``timeout``; ``openai``/``anthropic`` SDK errors use their
         status, headers and body; httpx/httpx2 timeouts are ``timeout``, transport errors
         ``network``, and ``HTTPStatusError`` is read like an HTTP error response (status,
-        ``Retry-After``, JSON error body, if the body was read); an
-        :class:`~tokenwire.sse.SSEDecodeError` is ``api_error`` (the upstream sent a bad
-        stream); ``OSError`` is ``network``; any other exception with an integer
-        ``status_code`` is sorted by that status. Then the explicit ``__cause__`` chain is
-        tried, and only then the message text. What matches nothing is ``api_error``.
+        ``Retry-After``, JSON error body, if the body was read); an exception with an
+        HTTP status as ``code`` and its error body as ``details`` (google-genai) is read
+        like an error response; an :class:`~tokenwire.sse.SSEDecodeError` is
+        ``api_error`` (the upstream sent a bad stream); ``OSError`` is ``network``; any
+        other exception with an integer ``status_code`` is sorted by that status. Then
+        the explicit ``__cause__`` chain is tried, and only then the message text. What
+        matches nothing is ``api_error``.
         Never raises.
         """
         err = _categorize(exc, 0)
@@ -762,6 +764,17 @@ def _categorize(exc: BaseException, depth: int) -> StreamError:
             status=status,
             retry_after=retry_after_from_headers(headers) if isinstance(headers, Mapping) else None,
         )
+    # SDKs that keep the HTTP status as ``code`` and the parsed error body as
+    # ``details`` (google-genai's APIError): read like an error response.
+    code = getattr(exc, "code", None)
+    details = getattr(exc, "details", None)
+    if (
+        isinstance(code, int)
+        and not isinstance(code, bool)
+        and 400 <= code <= 599
+        and isinstance(details, Mapping)
+    ):
+        return StreamError.from_provider_error(details, provider=None, status=code)
     cause = exc.__cause__
     if cause is not None and depth < _MAX_CAUSE_DEPTH:
         inner = _categorize(cause, depth + 1)

@@ -1,7 +1,9 @@
 """The gateway: an endpoint for every wire protocol, in front of any provider.
 
 Every registered :class:`~tokenwire.llm.protocol.WireProtocol` (OpenAI chat completions,
-Anthropic Messages, the OpenAI Responses API, ...) gets its endpoints. A request in any
+Anthropic Messages, the OpenAI Responses API, Gemini, ...) gets its endpoints (and its
+model list, where it has a path of its own), authenticated where its clients put their
+key. A request in any
 of them is read into a neutral :class:`~tokenwire.llm.requests.ChatRequest`, routed by
 model to a provider (``[models]`` or ``PROVIDER/MODEL``), and the upstream's stream is
 relayed chunk by chunk:
@@ -18,12 +20,14 @@ Anthropic stream cut off before ``message_stop`` gets an error event too. When t
 client goes away, the relay is closed, which closes the upstream response at once.
 
 With ``[gateway] resume`` set (``"memory"`` or a Redis URL), streams are resumable
-(:mod:`tokenwire.resume`) on ``/v1/chat/completions``, ``/v1/messages`` and
-``/chat/stream``: every event has an id ``<stream id>-<seq>`` (the stream id is in the
-``x-tokenwire-stream-id`` header), a request carrying ``Last-Event-ID`` (or
-``?last_event_id=``) replays what followed and goes on live, from any gateway process
-sharing the log, and a reply keeps being generated for ``resume_grace`` seconds after
-its client left. ``DELETE /v1/streams/{id}`` stops a stream wherever it runs.
+(:mod:`tokenwire.resume`) on the endpoints of the protocols whose clients read event ids
+(``WireProtocol.resumable``: ``/v1/chat/completions``, ``/v1/messages``,
+``/v1/responses``) and on ``/chat/stream``: every event has an id ``<stream id>-<seq>``
+(the stream id is in the ``x-tokenwire-stream-id`` header), a request carrying
+``Last-Event-ID`` (or ``?last_event_id=``) replays what followed and goes on live, from
+any gateway process sharing the log, and a reply keeps being generated for
+``resume_grace`` seconds after its client left. ``DELETE /v1/streams/{id}`` stops a
+stream wherever it runs.
 
 This module holds :class:`Gateway` and :func:`create_app`; the metrics and access log
 are in :mod:`~tokenwire.gateway.records`, the relay's writer and deadlines in
@@ -68,7 +72,7 @@ from tokenwire.gateway.replies import StoredReplies
 from tokenwire.gateway.unrouted import GatewayRoute, not_found
 from tokenwire.llm.accumulate import MessageBuilder, error_from_delta
 from tokenwire.llm.model import ErrorDelta, TextDelta, UsageDelta
-from tokenwire.llm.protocol import WireProtocol, get_protocol, protocols
+from tokenwire.llm.protocol import WireProtocol, bearer_or_api_key, get_protocol, protocols
 from tokenwire.llm.requests import ChatRequest, RequestError, dropped_fields, refused_fields
 from tokenwire.providers import Item, make_provider
 from tokenwire.resume import LogUnavailable, Producer, ResumableStreams, last_event_id, owner_of
@@ -87,8 +91,6 @@ _RETRY_MS = 1000  # the reconnection delay resumable browser streams ask for
 _MAX_LABEL = 100  # characters of a client-chosen name kept in metrics and logs
 _GONE = 499  # the status logged for a request whose client left before the reply
 DROPPED_HEADER = "x-tokenwire-dropped-params"
-# Where each protocol's clients say how many tokens they want, in order of precedence.
-_MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 class Gateway(StoredReplies):
@@ -133,17 +135,22 @@ class Gateway(StoredReplies):
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _authenticate(self, request: Request, *, allow_query: bool = False) -> str:
+    def _authenticate(
+        self, request: Request, wire: WireProtocol | None = None, *, allow_query: bool = False
+    ) -> str:
         """Check the client's key; returns the owner its resumable streams are bound
-        to (``""`` without authentication)."""
+        to (``""`` without authentication). On ``wire``'s endpoints the key is where
+        that protocol's clients send it (:meth:`WireProtocol.client_key`); on the
+        gateway's own, ``Authorization: Bearer`` or ``x-api-key``, and with
+        ``allow_query`` (browser endpoints: an ``EventSource`` sends no headers)
+        ``?api_key=`` too."""
         if not self._keys:
             return ""
         headers = request.headers
-        key = None
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            key = auth[7:].strip()
-        key = key or headers.get("x-api-key")
+        if wire is not None:
+            key = wire.client_key(headers, request.query_params)
+        else:
+            key = bearer_or_api_key(headers)
         if key is None and allow_query:
             key = request.query_params.get("api_key")
         given = key.encode("utf-8", "surrogateescape") if key is not None else None
@@ -247,7 +254,10 @@ class Gateway(StoredReplies):
         record.outcome = "resume"
         assert self.streams is not None
         try:
-            owner = self._authenticate(request, allow_query=protocol == "generic")
+            if protocol == "generic":
+                owner = self._authenticate(request, allow_query=True)
+            else:
+                owner = self._authenticate(request, get_protocol(protocol))
             response = await self.streams.resume(
                 event_id,
                 protocol=protocol,
@@ -264,10 +274,11 @@ class Gateway(StoredReplies):
 
     async def cancel_stream(self, request: Request) -> Response:
         """``DELETE /v1/streams/{id}``: stop a resumable stream wherever it runs."""
-        protocol = _caller_protocol(request).name
+        wire = _caller_protocol(request)
+        protocol = wire.name
         stream_id = request.path_params["stream_id"]
         try:
-            owner = self._authenticate(request)
+            owner = self._authenticate(request, wire)
             if self.streams is None:
                 raise StreamError(
                     "not_found",
@@ -296,7 +307,9 @@ class Gateway(StoredReplies):
 
     async def _chat(self, request: Request, wire: WireProtocol) -> Response:
         protocol = wire.name
-        if self.streams is not None:
+        # Only protocols whose clients read event ids have resumable streams.
+        streams = self.streams if wire.resumable else None
+        if streams is not None:
             resume_from = last_event_id(request)
             if resume_from is not None:
                 return await self._resume(request, resume_from, protocol)
@@ -308,7 +321,7 @@ class Gateway(StoredReplies):
         producer: Producer | None = None
         upstream: Upstream | None = None
         try:
-            owner = self._authenticate(request)
+            owner = self._authenticate(request, wire)
             body = await self._read_json(request)
             try:
                 chat = wire.parse_request(body, request.path_params)
@@ -325,7 +338,7 @@ class Gateway(StoredReplies):
             record.upstream = upstream.name
             if record.trace is not None:
                 record.upstream_headers = record.trace.route(chat, upstream_model, upstream)
-            self._check_output_limit(chat, body)
+            self._check_output_limit(chat, body, wire)
             passthrough = upstream.protocol == protocol
             dropped = () if passthrough else _translated(chat, upstream)
             headers = {"x-tokenwire-stream-id": record.id}
@@ -344,7 +357,8 @@ class Gateway(StoredReplies):
                 if dropped:
                     response.headers[DROPPED_HEADER] = headers[DROPPED_HEADER]
                 return response
-            producer = await self._producer(record.id, protocol, owner)
+            if streams is not None:
+                producer = await self._producer(record.id, protocol, owner)
             reply_id: str | None = None
             if producer is not None and wire.reply_path is not None:
                 reply_id = wire.id_prefix + producer.id
@@ -389,19 +403,23 @@ class Gateway(StoredReplies):
             return self.streams.response(
                 producer.reader(0), producer.id, protocol=protocol, headers=headers
             )
-        return EventStreamResponse(
+        response = EventStreamResponse(
             relay,
             ping=self.config.gateway.ping,
             headers=headers,
             expose_errors=self.config.gateway.expose_errors,
         )
+        response.heartbeat = wire.heartbeat  # what the protocol's clients skip
+        return response
 
-    def _check_output_limit(self, chat: ChatRequest, body: Any) -> None:
-        """A ``max_tokens`` above the route's ``max_output_tokens`` is "too large"."""
+    def _check_output_limit(self, chat: ChatRequest, body: Any, wire: WireProtocol) -> None:
+        """A ``max_tokens`` above the route's ``max_output_tokens`` is "too large"
+        (named as the client wrote it, ``wire.max_tokens_fields``)."""
         limit = self.config.output_limit(chat.model)
         if limit is None or chat.max_tokens is None or chat.max_tokens <= limit:
             return
-        param = next((k for k in _MAX_TOKENS_FIELDS if k in body), "max_tokens")
+        fields = wire.max_tokens_fields
+        param = next((k for k in fields if _present(body, k)), fields[0])
         raise StreamError(
             "invalid_request",
             f"{param} is too large: {chat.max_tokens}. The model {chat.model[:_MAX_LABEL]!r}"
@@ -489,9 +507,21 @@ class Gateway(StoredReplies):
 
     async def models(self, request: Request) -> Response:
         """``GET /v1/models`` in the shape of the caller's SDK (told by its headers)."""
-        wire = _caller_protocol(request)
+        return self._model_list(request, _caller_protocol(request))
+
+    def models_handler(self, wire: WireProtocol) -> Any:
+        """The handler of ``GET`` on ``wire.models_path``: the model list in ``wire``'s
+        shape, whatever the headers say."""
+
+        async def endpoint(request: Request) -> Response:
+            return self._model_list(request, wire)
+
+        endpoint.__name__ = f"{wire.name}_models"
+        return endpoint
+
+    def _model_list(self, request: Request, wire: WireProtocol) -> Response:
         try:
-            self._authenticate(request)
+            self._authenticate(request, wire)
         except StreamError as err:
             return self._error_response(err, wire.name)
         names = sorted(self.config.models)
@@ -627,6 +657,15 @@ def _translated(chat: ChatRequest, upstream: Upstream) -> list[str]:
     return dropped_fields(chat, protocol)
 
 
+def _present(body: Any, dotted: str) -> bool:
+    """Whether ``body`` has the field ``dotted`` names (``"a.b"``: ``b`` in ``a``)."""
+    for key in dotted.split("."):
+        if not isinstance(body, dict) or key not in body:
+            return False
+        body = body[key]
+    return True
+
+
 def _caller_protocol(request: Request) -> WireProtocol:
     """The protocol of a request on an endpoint several share, told by its headers
     (OpenAI chat completions when none claims it)."""
@@ -676,6 +715,10 @@ def create_app(
         for path in wire.endpoints
     ]
     for wire in protocols():
+        if wire.models_path is not None:
+            routes.append(
+                GatewayRoute(wire.models_path, gateway.models_handler(wire), methods=["GET"])
+            )
         if wire.reply_path is not None:
             get, cancel = gateway.reply_handlers(wire)
             routes.append(GatewayRoute(wire.reply_path, get, methods=["GET"]))

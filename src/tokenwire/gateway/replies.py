@@ -35,7 +35,13 @@ class StoredReplies:
 
     if TYPE_CHECKING:
 
-        def _authenticate(self, request: Request, *, allow_query: bool = False) -> str: ...
+        def _authenticate(
+            self,
+            request: Request,
+            wire: WireProtocol | None = None,
+            *,
+            allow_query: bool = False,
+        ) -> str: ...
 
         def _error_response(
             self, err: BaseException, protocol: str, secret: bytes | None = None
@@ -126,7 +132,7 @@ class StoredReplies:
         async def get(request: Request) -> Response:
             reply_id = request.path_params["reply_id"]
             try:
-                owner = self._authenticate(request)
+                owner = self._authenticate(request, wire)
                 stream_id = self._reply_stream(wire, reply_id)
                 assert self.streams is not None
                 query = request.query_params
@@ -148,7 +154,7 @@ class StoredReplies:
         async def cancel(request: Request) -> Response:
             reply_id = request.path_params["reply_id"]
             try:
-                owner = self._authenticate(request)
+                owner = self._authenticate(request, wire)
                 stream_id = self._reply_stream(wire, reply_id)
                 assert self.streams is not None
                 outcome = await self.streams.cancel(stream_id, owner=owner)

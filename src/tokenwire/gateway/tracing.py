@@ -11,8 +11,9 @@ inference call, since the gateway is the upstream model's client:
   leaving). It is opened once the request is routed, back-dated to its acceptance, so
   that a sampler sees the model, the provider and the server, as the conventions ask;
 - at creation: ``gen_ai.operation.name`` (``chat``), ``gen_ai.provider.name`` (by the
-  upstream's protocol: ``openai`` for OpenAI chat completions and Responses, also on an
-  OpenAI-compatible server, ``anthropic``; ``tokenwire.demo`` for the demo model),
+  upstream's protocol, its ``telemetry_name``: ``openai`` for OpenAI chat completions
+  and Responses, also on an OpenAI-compatible server, ``anthropic``, ...;
+  ``tokenwire.demo`` for the demo model),
   ``gen_ai.request.model`` (the upstream's name for the model), ``server.address`` and
   ``server.port`` (an HTTP upstream's), ``gen_ai.request.stream`` (the client's),
   ``gen_ai.request.max_tokens`` / ``temperature`` / ``top_p`` / ``stop_sequences`` /
@@ -85,9 +86,6 @@ __all__ = ["Tracing"]
 
 _SCOPE = "tokenwire.gateway"
 _OPERATION = "chat"
-# gen_ai.provider.name by the upstream's wire protocol: the conventions' "flavor" of the
-# telemetry, so an OpenAI-compatible server (Ollama, vLLM) is "openai" too.
-_PROVIDERS = {"openai": "openai", "responses": "openai", "anthropic": "anthropic"}
 _DEMO = "tokenwire.demo"
 _MAX_DESCRIPTION = 500  # characters of an error message kept as the span's status
 
@@ -204,12 +202,12 @@ class _Trace:
     def route(self, chat: ChatRequest, model: str, upstream: Upstream) -> dict[str, str]:
         """The request ``chat`` goes to ``upstream``, which calls the model ``model``:
         open the span and return the headers that carry its trace context there."""
-        protocol = self._protocol = upstream.protocol
+        self._protocol = upstream.protocol
         if upstream.secret is not None:
             self._secret = upstream.secret.decode("utf-8", "surrogateescape")
         common: Attributes = {
             "gen_ai.operation.name": _OPERATION,
-            "gen_ai.provider.name": _PROVIDERS.get(protocol, protocol) if protocol else _DEMO,
+            "gen_ai.provider.name": _provider_name(upstream),
             "gen_ai.request.model": model,
             **self._tracing.server(upstream),
         }
@@ -351,3 +349,10 @@ class _Trace:
             tracing.tokens.record(input_tokens, {**labels, "gen_ai.token.type": "input"})
         if record.output_tokens is not None:
             tracing.tokens.record(record.output_tokens, {**labels, "gen_ai.token.type": "output"})
+
+
+def _provider_name(upstream: Upstream) -> str:
+    """``gen_ai.provider.name`` for ``upstream``: its wire protocol's, or the demo's."""
+    if not isinstance(upstream, HTTPProvider):
+        return _DEMO
+    return upstream.wire.telemetry_name or upstream.wire.name

@@ -3,8 +3,9 @@ with the wrong method (405), as JSON errors in the caller's protocol's shape (an
 raises its own ``NotFoundError``), not the framework's plain text.
 
 The protocol is told by the path first (``/v1/messages/count_tokens`` is an Anthropic
-client's), then by the request's headers (``anthropic-version``), else OpenAI's; paths
-that belong to no protocol (``/chat/stream``, ``/metrics``) answer in the generic shape.
+client's, ``/v1beta/models/x:countTokens`` a Gemini client's), then by the request's
+headers (``anthropic-version``), else OpenAI's; paths that belong to no protocol
+(``/chat/stream``, ``/metrics``) answer in the generic shape.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def caller_protocol_name(path: str, headers: Mapping[str, str]) -> str:
     """The wire protocol whose error shape a request on ``path`` gets (a protocol
     name, or ``"generic"``)."""
     for wire in protocols():
-        for endpoint in (*wire.endpoints, wire.reply_path or ""):
+        for endpoint in (*wire.endpoints, wire.reply_path or "", wire.models_path or ""):
+            # The fixed start of the path (``/v1beta/models`` of
+            # ``/v1beta/models/{model}:{method}``), up to its last whole segment.
             prefix = endpoint.split("{", 1)[0].rstrip("/")
             if prefix and (path == prefix or path.startswith(prefix + "/")):
                 return wire.name

@@ -1,5 +1,5 @@
-"""LLM stream protocols (sans-I/O): OpenAI chat completions, Anthropic Messages and
-the OpenAI Responses API, each a :class:`WireProtocol` in the registry
+"""LLM stream protocols (sans-I/O): OpenAI chat completions, Anthropic Messages, the
+OpenAI Responses API and Gemini, each a :class:`WireProtocol` in the registry
 (:func:`get_protocol`, :func:`protocols`).
 
 Decoding (provider events -> :data:`Delta` -> :class:`Message`) and encoding
@@ -8,8 +8,9 @@ Decoding (provider events -> :data:`Delta` -> :class:`Message`) and encoding
 - :class:`StreamDecoder` turns SSE events into deltas, one event at a time.
 - :func:`accumulate` turns a whole stream (bytes or events) into a :class:`Message`.
 - :class:`MessageBuilder` adds up deltas from any source.
-- :class:`OpenAIChunkEncoder`, :class:`AnthropicEventEncoder` and
-  :class:`ResponsesEventEncoder` turn deltas into wire bytes.
+- :class:`OpenAIChunkEncoder`, :class:`AnthropicEventEncoder`,
+  :class:`ResponsesEventEncoder` and :class:`GeminiEventEncoder` turn deltas into wire
+  bytes.
 """
 
 from tokenwire.llm.accumulate import (
@@ -21,6 +22,7 @@ from tokenwire.llm.accumulate import (
 from tokenwire.llm.anthropic_decode import AnthropicStreamDecoder
 from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
 from tokenwire.llm.decode import StreamDecodeError, StreamDecoder, detect_protocol
+from tokenwire.llm.gemini import GeminiEventEncoder, GeminiStreamDecoder
 from tokenwire.llm.model import (
     Delta,
     ErrorDelta,
@@ -46,6 +48,8 @@ __all__ = [
     "Delta",
     "ErrorDelta",
     "FinishDelta",
+    "GeminiEventEncoder",
+    "GeminiStreamDecoder",
     "Message",
     "MessageBuilder",
     "MessageStart",

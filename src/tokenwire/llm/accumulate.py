@@ -89,11 +89,13 @@ def accumulate(source: Source, protocol: Protocol = "auto") -> Message:
     """Decode a whole stream and return the final message (choice 0).
 
     ``source`` is a raw stream body (``bytes``/``str``) or an iterable of events or byte
-    chunks; ``protocol`` is ``"openai"``, ``"anthropic"`` or ``"auto"``. Reading stops at
-    the protocol's end marker. Raises :class:`~tokenwire.errors.StreamError` for an error
-    the provider reported in the stream (built by ``StreamError.from_provider_error``) and
-    for a stream cut off before its end (type ``"network"``), and
-    :class:`~tokenwire.llm.StreamDecodeError` for event data that is not JSON.
+    chunks; ``protocol`` is a registered protocol's name (``"openai"``, ``"anthropic"``,
+    ``"responses"``, ``"gemini"``, ...) or ``"auto"``. Reading stops at the protocol's end
+    marker (a Gemini stream has none: it ends with the body). Raises
+    :class:`~tokenwire.errors.StreamError` for an error the provider reported in the
+    stream (built by ``StreamError.from_provider_error``) and for a stream cut off before
+    its end (type ``"network"``), and :class:`~tokenwire.llm.StreamDecodeError` for event
+    data that is not JSON.
     """
     return _run(source, protocol).message
 

@@ -61,6 +61,9 @@ class AnthropicMessages(WireProtocol):
     default_key_env = "ANTHROPIC_API_KEY"
     accepts_seed = False
     id_prefix = "msg_"
+    # The SDK's SSE reader takes ids and comments.
+    resumable = True
+    heartbeat = b": ping\n"
     provider_options: ClassVar[Mapping[str, str]] = MappingProxyType(
         {"anthropic_version": "2023-06-01"}
     )

@@ -68,6 +68,10 @@ class OpenAIChat(WireProtocol):
     default_key_env = "OPENAI_API_KEY"
     max_stop_sequences = 4
     id_prefix = "chatcmpl-"
+    max_tokens_fields = ("max_completion_tokens", "max_tokens")
+    # The SDK's SSE reader takes ids and comments.
+    resumable = True
+    heartbeat = b": ping\n"
 
     def auth_headers(self, key: str | None, options: Mapping[str, str]) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}

@@ -4,8 +4,9 @@ Everything that differs between OpenAI chat completions, Anthropic Messages, the
 Responses API (and any protocol added later) lives behind this interface: reading and
 writing requests (to and from the neutral :class:`~tokenwire.llm.requests.ChatRequest`),
 the stream decoder and encoder, the whole (non-streamed) reply, errors (in-band event,
-HTTP body and status), HTTP paths and authentication headers, and how to tell the
-protocol's events and requests apart from others'. The gateway, the client's
+HTTP body and status), HTTP paths (fixed or depending on the request), authentication
+headers (and where the protocol's clients put their key), model lists, and how to tell
+the protocol's events and requests apart from others'. The gateway, the client's
 auto-detection, :func:`~tokenwire.llm.accumulate`, :meth:`StreamError.to_sse_event
 <tokenwire.errors.StreamError.to_sse_event>` and the providers loop over the registry
 instead of naming protocols, so adding one is one module under ``tokenwire.llm`` that
@@ -35,6 +36,7 @@ __all__ = [
     "EventDecoder",
     "EventEncoder",
     "WireProtocol",
+    "bearer_or_api_key",
     "get_protocol",
     "protocol_names",
     "protocols",
@@ -115,6 +117,27 @@ class WireProtocol(ABC):
     reply_path: ClassVar[str | None] = None
     #: The request field naming a stored reply whose conversation a request continues.
     previous_reply_field: ClassVar[str | None] = None
+    #: Whether the protocol's clients read SSE ``id:`` lines (and so could resume by
+    #: ``Last-Event-ID``): the gateway makes only such protocols' streams resumable
+    #: (``[gateway] resume``). Off by default: some SDKs take every line but a blank
+    #: one for data, and fail on anything but ``data:``.
+    resumable: ClassVar[bool] = False
+    #: What the gateway (and a server's sender) writes to keep a quiet stream alive:
+    #: bytes the protocol's clients skip. By default a blank line, which no event
+    #: stream reader takes for an event (an SSE comment, ``: ping``, is not skipped
+    #: by every SDK).
+    heartbeat: ClassVar[bytes] = b"\n"
+    #: ``gen_ai.provider.name`` (OpenTelemetry GenAI conventions) of an upstream that
+    #: speaks this protocol, the conventions' "flavor" of its telemetry (``None``: the
+    #: protocol's name). An OpenAI-compatible server (Ollama, vLLM) is "openai" too.
+    telemetry_name: ClassVar[str | None] = None
+    #: The request fields where clients say how many tokens they want (dotted for a
+    #: nested one, ``"config.max"``), in order of precedence: the one present is named
+    #: when a route's ``max_output_tokens`` refuses the number (else the first).
+    max_tokens_fields: ClassVar[tuple[str, ...]] = ("max_tokens",)
+    #: Where the gateway lists its models in this protocol's shape (``GET``, answered
+    #: with :meth:`model_list`), besides the shared ``/v1/models``. ``None``: only there.
+    models_path: ClassVar[str | None] = None
 
     def __repr__(self) -> str:
         return f"<WireProtocol {self.name!r}>"
@@ -126,6 +149,37 @@ class WireProtocol(ABC):
         """The headers that authenticate an upstream request with ``key`` (plus fixed
         headers the API requires, such as a version); ``options`` are the provider's
         :attr:`provider_options` values."""
+
+    def upstream_url(self, base_url: str, request: ChatRequest) -> str:
+        """Where ``request`` goes on an upstream at ``base_url`` (no trailing ``/``): by
+        default ``base_url`` + :attr:`upstream_path`. Protocols that put the model in the
+        path override this; the HTTP provider parses a URL that depends on nothing but
+        the model once per model."""
+        return base_url + self.upstream_path
+
+    @property
+    def server_base_path(self) -> str:
+        """The base URL's path of a server that mirrors the API's own paths, as the
+        gateway does: the part of the first of :attr:`endpoints` before the fixed start
+        of :attr:`upstream_path` (``/v1`` for ``/v1/chat/completions`` and
+        ``/chat/completions``; nothing for ``/v1/messages``)."""
+        endpoint = self.endpoints[0]
+        fixed = self.upstream_path.split("{", 1)[0].split("?", 1)[0]
+        at = endpoint.rfind(fixed) if fixed else -1
+        return endpoint[:at] if at > 0 else ""
+
+    def server_url(self, root: str, request: ChatRequest) -> str:
+        """Where a client sends ``request`` on a server at ``root`` (scheme, host and
+        port, no trailing ``/``) that mirrors the API's paths, such as a tokenwire
+        gateway: :meth:`upstream_url` under ``root`` + :attr:`server_base_path`."""
+        return self.upstream_url(root + self.server_base_path, request)
+
+    def client_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The API key a client of this protocol sent with its request (``headers``
+        with lower-case names, ``query``: the query parameters), or ``None``. By default
+        ``Authorization: Bearer KEY`` or ``x-api-key: KEY``, what both the OpenAI and the
+        Anthropic SDKs send; protocols whose SDKs send it elsewhere override this."""
+        return bearer_or_api_key(headers)
 
     def recognizes(self, headers: Mapping[str, str]) -> bool:
         """Whether a request on an endpoint several protocols share (``/v1/models``, an
@@ -218,6 +272,18 @@ class WireProtocol(ABC):
         return err.http_status("generic")
 
 
+def bearer_or_api_key(headers: Mapping[str, str]) -> str | None:
+    """The key in ``Authorization: Bearer KEY`` or else ``x-api-key: KEY`` (``headers``
+    with lower-case names), or ``None``: the default :meth:`WireProtocol.client_key`, and
+    how the gateway's own endpoints are authenticated."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        key = auth[7:].strip()
+        if key:
+            return key
+    return headers.get("x-api-key")
+
+
 _registry: dict[str, WireProtocol] = {}
 _lock = threading.Lock()
 _loaded = False
@@ -227,6 +293,7 @@ _BUILTIN = (
     "tokenwire.llm.openai_chat",
     "tokenwire.llm.anthropic_messages",
     "tokenwire.llm.openai_responses",
+    "tokenwire.llm.gemini",
 )
 
 

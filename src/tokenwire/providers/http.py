@@ -38,7 +38,6 @@ import yarl
 from multidict import CIMultiDict
 
 from tokenwire.errors import StreamError
-from tokenwire.llm.decode import StreamDecoder
 from tokenwire.llm.model import Delta
 from tokenwire.llm.protocol import WireProtocol, get_protocol
 from tokenwire.llm.requests import ChatRequest, with_extra
@@ -60,6 +59,7 @@ DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024
 MAX_HEADERS = 128  # response head lines an upstream may send
 MAX_HEADER_LINE = 8190  # bytes per status or header line (so a head is at most ~1 MiB)
 _MAX_ERROR_BODY = 64 * 1024  # of an error reply, read for its message
+_MAX_URLS = 256  # parsed URLs kept per provider, for protocols whose URL names the model
 
 
 class Secret:
@@ -82,7 +82,9 @@ class Secret:
 class HTTPProvider:
     """An endpoint that speaks ``protocol`` (a registered protocol's name or object):
     ``base_url`` plus the protocol's path (OpenAI: ``https://api.openai.com/v1`` +
-    ``/chat/completions``; Anthropic: ``https://api.anthropic.com`` + ``/v1/messages``).
+    ``/chat/completions``; Anthropic: ``https://api.anthropic.com`` + ``/v1/messages``;
+    protocols that name the model in the path make it per request, see
+    :meth:`~tokenwire.llm.protocol.WireProtocol.upstream_url`).
 
     ``api_key`` is sent the protocol's way (``Authorization: Bearer``, ``x-api-key``,
     ...); ``headers`` are added to every request; ``options`` are the protocol's extra
@@ -107,10 +109,16 @@ class HTTPProvider:
         self.wire = protocol if isinstance(protocol, WireProtocol) else get_protocol(protocol)
         self.protocol: str | None = self.wire.name
         self.base_url = base_url.rstrip("/")
+        # The endpoint (for a protocol whose URL names the model: its template, which
+        # still tells the host).
         self.url = self.base_url + self.wire.upstream_path
         self._key = Secret(api_key) if api_key else None
         self.secret = api_key.encode("utf-8", "surrogateescape") if api_key else None
-        self._url = yarl.URL(self.url)  # parsed once, not per request
+        # Parsed once, not per request; when the protocol's URL depends on the request,
+        # once per model (``_urls``, bounded: clients may name any number of models).
+        fixed = type(self.wire).upstream_url is WireProtocol.upstream_url
+        self._url: yarl.URL | None = yarl.URL(self.url) if fixed else None
+        self._urls: dict[str, yarl.URL] = {}
         # Only opening a connection is bounded here (sock_connect: no timer at all for a
         # pooled one); everything else by the caller's deadlines.
         self._timeout = aiohttp.ClientTimeout(
@@ -210,9 +218,12 @@ class HTTPProvider:
         if headers:
             sent = sent.copy()
             sent.update(headers)
+        url = self._url
+        if url is None:
+            url = self._url_for(request)
         try:
             response = await self._session().post(
-                self._url,
+                url,
                 data=body,
                 headers=sent,
                 allow_redirects=False,
@@ -241,6 +252,16 @@ class HTTPProvider:
             raise self.scrub(error)
         return first_token_items(self._items(response, raw))
 
+    def _url_for(self, request: ChatRequest) -> yarl.URL:
+        """The parsed URL for ``request`` on a protocol whose URL names the model."""
+        urls = self._urls
+        url = urls.get(request.model)
+        if url is None:
+            if len(urls) >= _MAX_URLS:
+                del urls[next(iter(urls))]  # the oldest: a dict keeps insertion order
+            url = urls[request.model] = yarl.URL(self.wire.upstream_url(self.base_url, request))
+        return url
+
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[Delta, None]:
         """POST a conversation turn and yield the reply's deltas as they arrive.
 
@@ -260,7 +281,7 @@ class HTTPProvider:
         self, response: aiohttp.ClientResponse, raw: bool
     ) -> AsyncGenerator[Item, None]:
         sse = SSEDecoder()
-        decoder = StreamDecoder(self.wire.name)
+        decoder = self.wire.decoder()
         feed = decoder.feed
         read = response.content.readany
         left = self._max_reply_bytes

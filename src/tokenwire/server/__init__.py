@@ -6,7 +6,8 @@
 - Senders, for producing from a task as in ``sender, response = X.create(...)``:
   :class:`OpenAISender` (chat-completion chunks), :class:`AnthropicSender` (Messages
   events; :data:`ClaudeSender` is an alias), :class:`ResponsesSender` (OpenAI Responses
-  API events), :class:`EventSender` (plain events) and
+  API events), :class:`GeminiSender` (Gemini ``streamGenerateContent`` chunks),
+  :class:`EventSender` (plain events) and
   :class:`ChunkSender` (the simple browser format ``data: {"chunk": ...}`` then
   ``data: [DONE]``).
 
@@ -50,6 +51,7 @@ from tokenwire.server.senders import (
     ChunkSender,
     ClaudeSender,
     EventSender,
+    GeminiSender,
     OpenAISender,
     ResponsesSender,
 )
@@ -61,6 +63,7 @@ __all__ = [
     "ClaudeSender",
     "EventSender",
     "EventStreamResponse",
+    "GeminiSender",
     "OpenAISender",
     "ResponsesSender",
     "encode_item",

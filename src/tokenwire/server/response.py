@@ -185,6 +185,7 @@ class _Stream:
     __slots__ = (
         "active",
         "cancelled_task",
+        "heartbeat_bytes",
         "loop",
         "ping",
         "ping_task",
@@ -207,9 +208,11 @@ class _Stream:
         send: Send,
         ping: float | None,
         send_timeout: float | None,
+        heartbeat: bytes,
     ) -> None:
         self.loop = loop
         self.task = task
+        self.heartbeat_bytes = heartbeat
         self.receive: Receive | None = receive
         self.send = send
         self.watcher: asyncio.Future[Message] | None = None
@@ -275,7 +278,8 @@ class _Stream:
 
     async def heartbeat(self) -> None:
         try:
-            await self.send({"type": "http.response.body", "body": _PING, "more_body": True})
+            body = self.heartbeat_bytes
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
         except OSError:
             self.stop(_DISCONNECT)
         finally:
@@ -328,9 +332,9 @@ class EventStreamResponse(Response):
     ``str`` (data), ``dict``/``list`` (JSON data) or ``bytes`` (already-encoded whole
     events); see :func:`encode_item`.
 
-    - ``ping``: seconds of silence after which a ``: ping`` comment line is sent,
-      from the start of the response (so before the first event) and only between
-      events. ``None`` disables heartbeats.
+    - ``ping``: seconds of silence after which a heartbeat (``heartbeat``, by default
+      a ``: ping`` comment line) is sent, from the start of the response (so before
+      the first event) and only between events. ``None`` disables heartbeats.
     - ``send_timeout``: seconds any write (heartbeats too) may take before the client
       is taken to be stuck and dropped. ``None`` disables it.
     - ``on_disconnect``: called (and awaited if it returns an awaitable) after the
@@ -360,6 +364,9 @@ class EventStreamResponse(Response):
     error_protocol: str = "generic"  # "generic" or a wire protocol's name
     shutdown_event: bytes | None = None
     expose_errors: bool = False
+    #: What a heartbeat writes: an SSE comment, or for clients that take every line but
+    #: a blank one for data, a blank line (a WireProtocol's ``heartbeat``).
+    heartbeat: bytes = _PING
 
     def __init__(
         self,
@@ -410,7 +417,7 @@ class EventStreamResponse(Response):
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        stream = _Stream(loop, task, receive, send, self.ping, self.send_timeout)
+        stream = _Stream(loop, task, receive, send, self.ping, self.send_timeout, self.heartbeat)
         registered = _shutdown.register(loop, stream.on_shutdown)
         if registered is None:
             stream.reason = _SHUTDOWN

@@ -32,6 +32,8 @@ import orjson
 
 from tokenwire.errors import ClientDisconnected, StreamError, public_error
 from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
+from tokenwire.llm.gemini import GeminiEventEncoder, usage_from_gemini
+from tokenwire.llm.gemini.objects import finish_reason as gemini_finish_reason
 from tokenwire.llm.model import (
     ANTHROPIC_TO_FINISH,
     Delta,
@@ -42,6 +44,7 @@ from tokenwire.llm.model import (
 )
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
 from tokenwire.llm.openai_responses import ResponsesEventEncoder
+from tokenwire.llm.protocol import get_protocol
 from tokenwire.server.response import EventStreamResponse, OnDisconnect, encode_item
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "ChunkSender",
     "ClaudeSender",
     "EventSender",
+    "GeminiSender",
     "OpenAISender",
     "ResponsesSender",
 ]
@@ -218,6 +222,7 @@ class _Sender:
         )
         response.error_protocol = cls.protocol
         if cls.protocol != "generic":
+            response.heartbeat = get_protocol(cls.protocol).heartbeat  # what its SDKs skip
             # An LLM client must not mistake a cut-short reply for a complete one.
             stopping = StreamError("overloaded", "the server is shutting down", status=503)
             response.shutdown_event = StreamError.from_exception(stopping).to_sse_event(
@@ -372,7 +377,6 @@ class _Encoder(typing.Protocol):
 
     @property
     def ended(self) -> bool: ...
-    def start(self) -> bytes: ...
     def encode_text(self, text: str) -> bytes: ...
     def encode(self, delta: Delta) -> bytes: ...
 
@@ -394,6 +398,7 @@ class _EncodingSender(_Sender, Generic[_E]):
     def _start(
         cls,
         encoder: _E,
+        first: bytes,
         buffer_size: int,
         *,
         ping: float | None,
@@ -401,9 +406,10 @@ class _EncodingSender(_Sender, Generic[_E]):
         headers: Mapping[str, str] | None,
         on_disconnect: OnDisconnect | None,
     ) -> tuple[Self, EventStreamResponse]:
+        # ``first``: the protocol's start events, queued at once (none for some).
         channel, response = cls._make(
             buffer_size,
-            encoder.start(),
+            first,
             ping=ping,
             send_timeout=send_timeout,
             headers=headers,
@@ -482,6 +488,7 @@ class OpenAISender(_EncodingSender[OpenAIChunkEncoder]):
         )
         return cls._start(
             encoder,
+            encoder.start(),
             buffer_size,
             ping=ping,
             send_timeout=send_timeout,
@@ -535,6 +542,7 @@ class AnthropicSender(_EncodingSender[AnthropicEventEncoder]):
         encoder = AnthropicEventEncoder(id, model, role=role, usage=usage)
         return cls._start(
             encoder,
+            encoder.start(),
             buffer_size,
             ping=ping,
             send_timeout=send_timeout,
@@ -596,6 +604,7 @@ class ResponsesSender(_EncodingSender[ResponsesEventEncoder]):
         encoder = ResponsesEventEncoder(id, model)
         return cls._start(
             encoder,
+            encoder.start(),
             buffer_size,
             ping=ping,
             send_timeout=send_timeout,
@@ -616,6 +625,91 @@ class ResponsesSender(_EncodingSender[ResponsesEventEncoder]):
                 output_tokens=usage.get("output_tokens", usage.get("completion_tokens")),
             )
         data = encoder.encode(FinishDelta(finish_reason)) + encoder.done(usage)
+        await self._finish_with(data)
+
+    def _error_bytes(self, exc: BaseException) -> bytes:
+        if self.encoder.ended:
+            return b""
+        return self.encoder.error(public_error(exc, expose=self.response.expose_errors))
+
+
+class GeminiSender(_EncodingSender[GeminiEventEncoder]):
+    """Gemini ``streamGenerateContent?alt=sse`` events, as the official ``google-genai``
+    SDK reads them (``client.models.generate_content_stream``; ``@google/genai``'s
+    ``generateContentStream``).
+
+    Gemini streams have no start event: ``create()`` queues nothing, and the first byte
+    is the first chunk. ``send`` queues a chunk with one ``text`` part; ``send_thought``
+    a ``thought`` part (and/or the ``thoughtSignature`` of the next part);
+    ``send_function_call`` a whole ``functionCall`` part (Gemini sends calls whole:
+    fragments given to ``send_tool_call`` are gathered and sent together);
+    ``send_finish`` the last chunk with the ``finishReason`` and ``usageMetadata``.
+    Errors end the stream with an ``{"error": {"code", "message", "status"}}`` chunk,
+    which the SDK raises as ``ClientError`` / ``ServerError``. Built on
+    :class:`tokenwire.llm.gemini.GeminiEventEncoder` (``encoder``).
+    """
+
+    __slots__ = ("_calls",)
+
+    protocol: ClassVar[Protocol] = "gemini"
+
+    def __init__(
+        self, channel: _Channel, response: EventStreamResponse, encoder: GeminiEventEncoder
+    ) -> None:
+        super().__init__(channel, response, encoder)
+        self._calls = 0
+
+    @classmethod
+    def create(
+        cls,
+        id: str | None = None,
+        model: str | None = None,
+        buffer_size: int = 100,
+        *,
+        ping: float | None = 15.0,
+        send_timeout: float | None = 30.0,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> tuple[GeminiSender, EventStreamResponse]:
+        """A sender and the response to return. ``id`` (every chunk's ``responseId``)
+        defaults to a random one; ``model`` is the chunks' ``modelVersion``."""
+        encoder = GeminiEventEncoder(id, model)
+        return cls._start(
+            encoder,
+            b"",
+            buffer_size,
+            ping=ping,
+            send_timeout=send_timeout,
+            headers=headers,
+            on_disconnect=on_disconnect,
+        )
+
+    async def send_thought(self, text: str = "", signature: str | None = None) -> None:
+        """Queue a ``thought: true`` part (a ``signature`` goes on the next part as its
+        ``thoughtSignature``, where the API puts it)."""
+        await self.send_delta(ReasoningDelta(text, signature))
+
+    async def send_function_call(
+        self, name: str, args: Mapping[str, Any] | None = None, *, id: str | None = None
+    ) -> None:
+        """Queue a whole ``functionCall`` part (``args``: the call's arguments)."""
+        index = self._calls
+        self._calls += 1
+        arguments = orjson.dumps(dict(args or {})).decode()
+        await self.send_delta(ToolCallDelta(index, id, name, arguments))
+
+    async def send_finish(
+        self, finish_reason: str = "STOP", usage: Usage | Mapping[str, Any] | None = None
+    ) -> None:
+        """Queue the last chunk: ``finishReason`` (Gemini's word: ``STOP``,
+        ``MAX_TOKENS``, ``SAFETY``, ...) and ``usageMetadata`` (``usage`` in Gemini's
+        field names, ``promptTokenCount`` ..., or a :class:`~tokenwire.llm.model.Usage`)."""
+        self._check()
+        if usage is not None and not isinstance(usage, Usage):
+            usage = usage_from_gemini(dict(usage))
+        reason = gemini_finish_reason(finish_reason, called=self._calls > 0)
+        encoder = self.encoder
+        data = encoder.encode(FinishDelta(reason, finish_reason)) + encoder.done(usage)
         await self._finish_with(data)
 
     def _error_bytes(self, exc: BaseException) -> bytes:

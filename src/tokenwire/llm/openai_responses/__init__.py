@@ -74,6 +74,11 @@ class OpenAIResponses(WireProtocol):
     max_stop_sequences = 0
     accepts_seed = False
     id_prefix = "resp_"
+    max_tokens_fields = ("max_output_tokens",)
+    telemetry_name = "openai"
+    # The SDK's SSE reader takes ids and comments.
+    resumable = True
+    heartbeat = b": ping\n"
     reply_path = "/v1/responses/{reply_id}"
     previous_reply_field = "previous_response_id"
 
