@@ -21,6 +21,7 @@ from tokenwire.gateway import create_app
 
 from .conftest import serve
 from .gateway_helpers import TEXT, Upstream, gateway_config, upstream_app
+from .server_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -349,3 +350,40 @@ def test_expose_errors_tells_the_text(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         for _ in oai(url).chat.completions.create(model="demo", messages=USER, stream=True):
             pass
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_error_inside_the_upstream_stream_counts_once(
+    gateway: tuple[Upstream, str], caplog: pytest.LogCaptureFixture, stream: bool
+) -> None:
+    _, url = gateway
+    caplog.set_level(logging.INFO, logger="tokenwire.gateway.access")
+
+    def errors() -> float:
+        for line in httpx.get(url + "/metrics").text.splitlines():
+            if line.startswith('tokenwire_errors_total{category="overloaded",upstream="an"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = errors()
+    with pytest.raises(anthropic.APIStatusError):
+        if stream:
+            for _ in claude(url).messages.create(
+                model="an/midfail", messages=USER, max_tokens=20, stream=True
+            ):
+                pass
+        else:
+            claude(url).messages.create(model="an/midfail", messages=USER, max_tokens=20)
+    assert errors() == before + 1  # counted as the error event passed, before the client saw it
+
+    def failed_line() -> dict[str, Any] | None:
+        for record in caplog.records:
+            line = json.loads(record.getMessage())
+            if line["model"] == "an/midfail":
+                return line  # type: ignore[no-any-return]
+        return None
+
+    assert wait_for(lambda: failed_line() is not None)  # the line is written as the stream ends
+    line = failed_line()
+    assert line is not None and line["outcome"] == "error:overloaded"
+    assert line["error"]["type"] == "overloaded"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -200,8 +201,10 @@ def test_stray_and_damaged_files_are_ignored(tmp_path: Path) -> None:
     (tmp_path / f"1-dead{SUFFIX}").write_bytes(b"not a metrics file at all")
     (tmp_path / f"2-dead{SUFFIX}").write_bytes(b"")
     (tmp_path / "3-starting.tmp").write_bytes(b"x" * 100)
-    mine = Path(read_worker_files(str(tmp_path))[-1].path).read_bytes()
-    (tmp_path / f"4-cut{SUFFIX}").write_bytes(mine[: len(mine) // 2])  # a series cut off
+    (own,) = (f for f in read_worker_files(str(tmp_path)) if f.alive)
+    mine = Path(own.path).read_bytes()
+    used = struct.unpack_from("<Q", mine, 8)[0]  # the header's bytes in use
+    (tmp_path / f"4-cut{SUFFIX}").write_bytes(mine[: used - 4])  # its one series cut off
     assert total(render(metrics), REQUESTS) == 1
 
 

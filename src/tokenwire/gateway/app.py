@@ -336,6 +336,7 @@ class Gateway(StoredReplies):
             # Only names that were routed become labels: a client cannot grow them.
             record.model = chat.model[:_MAX_LABEL]
             record.upstream = upstream.name
+            record.protocol = upstream.protocol
             if record.trace is not None:
                 record.upstream_headers = record.trace.route(chat, upstream_model, upstream)
             self._check_output_limit(chat, body, wire)

@@ -15,8 +15,10 @@ import orjson
 from tokenwire.errors import StreamError
 from tokenwire.gateway.metrics import Registry
 from tokenwire.gateway.metrics_files import METRICS_DIR_ENV, SharedRegistry
+from tokenwire.llm.accumulate import error_from_delta
 from tokenwire.llm.model import (
     Delta,
+    ErrorDelta,
     MessageStart,
     ReasoningDelta,
     RefusalDelta,
@@ -107,6 +109,7 @@ class _Record:
         "model",
         "outcome",
         "output_tokens",
+        "protocol",
         "started",
         "status",
         "trace",
@@ -121,6 +124,7 @@ class _Record:
         self.started = time.perf_counter()
         self.model = "-"
         self.upstream = "-"
+        self.protocol: str | None = None  # the upstream's wire protocol, for its errors
         self.status = 200
         self.first: float | None = None
         self.last = 0.0
@@ -156,10 +160,14 @@ class _Record:
                         self.input_tokens = usage.input_tokens
                     if usage.output_tokens is not None:
                         self.output_tokens = usage.output_tokens
+            elif kind is ErrorDelta:  # an error inside the upstream's stream fails it too
+                self.fail(error_from_delta(delta, self.protocol))  # type: ignore[arg-type]
             if self.trace is not None:  # not per content chunk: ids, finish, errors
                 self.trace.observe(delta)
 
     def fail(self, err: StreamError, status: int | None = None) -> None:
+        if self.error is not None:
+            return  # counted once: the first failure is the request's
         self.outcome = f"error:{err.type}"
         # What the client was told, bounded and without anything key-like: the access
         # log says why a request failed (internal errors: the reference id to look up).
