@@ -294,7 +294,7 @@ def test_protocol_attributes_paths_and_keys() -> None:
     assert isinstance(p, Gemini) and get_protocol("gemini") is p
     assert protocol_names()[-1] == "gemini"
     assert (p.name, p.title, p.provider_type) == ("gemini", "Google Gemini", "gemini")
-    assert p.endpoints == ("/v1beta/models/{model}:{method}",)
+    assert p.endpoints == ("/v1beta/models/{model:path}:{method}",)
     assert p.upstream_path == "/models/{model}:streamGenerateContent?alt=sse"
     assert p.models_path == "/v1beta/models"
     assert (p.resumable, p.heartbeat, p.telemetry_name) == (False, b"\n", "gcp.gemini")
