@@ -69,7 +69,7 @@ from tokenwire.gateway.relay import (
     _Writer,
 )
 from tokenwire.gateway.replies import StoredReplies
-from tokenwire.gateway.unrouted import GatewayRoute, not_found
+from tokenwire.gateway.unrouted import GatewayRoute, not_found, protocol_of_headers
 from tokenwire.llm.accumulate import MessageBuilder, error_from_delta
 from tokenwire.llm.model import ErrorDelta, TextDelta, UsageDelta
 from tokenwire.llm.protocol import WireProtocol, bearer_or_api_key, get_protocol, protocols
@@ -274,7 +274,7 @@ class Gateway(StoredReplies):
 
     async def cancel_stream(self, request: Request) -> Response:
         """``DELETE /v1/streams/{id}``: stop a resumable stream wherever it runs."""
-        wire = _caller_protocol(request)
+        wire = protocol_of_headers(request.headers)
         protocol = wire.name
         stream_id = request.path_params["stream_id"]
         try:
@@ -508,7 +508,7 @@ class Gateway(StoredReplies):
 
     async def models(self, request: Request) -> Response:
         """``GET /v1/models`` in the shape of the caller's SDK (told by its headers)."""
-        return self._model_list(request, _caller_protocol(request))
+        return self._model_list(request, protocol_of_headers(request.headers))
 
     def models_handler(self, wire: WireProtocol) -> Any:
         """The handler of ``GET`` on ``wire.models_path``: the model list in ``wire``'s
@@ -665,16 +665,6 @@ def _present(body: Any, dotted: str) -> bool:
             return False
         body = body[key]
     return True
-
-
-def _caller_protocol(request: Request) -> WireProtocol:
-    """The protocol of a request on an endpoint several share, told by its headers
-    (OpenAI chat completions when none claims it)."""
-    headers = request.headers
-    for wire in protocols():
-        if wire.recognizes(headers):
-            return wire
-    return get_protocol("openai")
 
 
 def _tracing(

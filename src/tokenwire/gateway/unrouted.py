@@ -18,9 +18,9 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tokenwire.errors import StreamError
-from tokenwire.llm.protocol import get_protocol, protocols
+from tokenwire.llm.protocol import WireProtocol, get_protocol, protocols
 
-__all__ = ["GatewayRoute", "not_found"]
+__all__ = ["GatewayRoute", "caller_protocol_name", "not_found", "protocol_of_headers"]
 
 _MAX_PATH = 200  # characters of a client's path repeated in an error message
 # Paths of the gateway's own (protocol-less) endpoints: errors there are generic.
@@ -39,10 +39,16 @@ def caller_protocol_name(path: str, headers: Mapping[str, str]) -> str:
                 return wire.name
     if path == "/" or path.startswith(_GENERIC_PATHS):
         return "generic"
+    return protocol_of_headers(headers).name
+
+
+def protocol_of_headers(headers: Mapping[str, str]) -> WireProtocol:
+    """The protocol of a request on a path several share, told by its headers
+    (OpenAI chat completions when none claims it)."""
     for wire in protocols():
         if wire.recognizes(headers):
-            return wire.name
-    return get_protocol("openai").name
+            return wire
+    return get_protocol("openai")
 
 
 def _answer(scope: Scope, err: StreamError, headers: dict[str, str] | None = None) -> Response:
