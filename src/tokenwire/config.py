@@ -21,6 +21,17 @@ model = "llama3.2"              # the upstream's name for it (default: the same 
 timeouts = { first_token = 20 } # overrides the provider's timeouts for this route
 max_output_tokens = 8192        # a larger max_tokens: 400 "too large" (default: no check)
 
+[models."smart"]                # several deployments: retries, fallbacks, continuation
+deployments = [
+  { provider = "anthropic", model = "claude-sonnet-4-5", weight = 3 },
+  { provider = "local", model = "llama3.2", timeouts = { first_token = 5 } },
+]
+strategy = "fallback"           # or "balance": weighted, least in flight
+retries = 2                     # attempts beyond the first (default: one per deployment)
+continue_on_failure = true      # an upstream failing mid-reply: the next one goes on
+cooldown = 30                   # seconds a failing deployment is skipped ...
+cooldown_after = 3              # ... after this many failures in a row
+
 [gateway]
 api_keys_env = "TOKENWIRE_API_KEYS"  # comma-separated keys; unset = no authentication
 cors_origins = ["http://localhost:5173"]
@@ -59,7 +70,13 @@ and the agent ``assistant`` using ``demo``. A provider's ``type`` is ``demo`` or
 protocol's provider type (:mod:`tokenwire.llm.protocol`); Anthropic providers also take
 ``anthropic_version``. Demo providers also take ``speed`` (a factor of the realistic
 pace, or ``"max"``: unpaced), ``time_to_first_token``, ``time_per_token``, ``seed`` and
-``fail_after`` (see :class:`~tokenwire.providers.demo.DemoProvider`). A demo route's
+``fail_after`` (see :class:`~tokenwire.providers.demo.DemoProvider`). ``prefill``
+says whether a provider continues a reply from a final assistant message (what
+``continue_on_failure`` needs): true by default for Anthropic and demo providers, false
+for the others; a table (``prefill = { continue_final_message = true,
+add_generation_prompt = false }``, vLLM's names) turns it on and adds those fields to
+the request that continues a reply. A model with ``deployments`` is routed by
+:mod:`tokenwire.gateway.routing`. A demo route's
 name with ``:FAULT`` (``demo:rate_limit``) routes to it with that fault injected
 (:mod:`tokenwire.providers.demo_faults`).
 
@@ -84,6 +101,7 @@ __all__ = [
     "AgentConfig",
     "Config",
     "ConfigError",
+    "Deployment",
     "GatewayConfig",
     "ModelRoute",
     "ProviderConfig",
@@ -143,6 +161,9 @@ class ProviderConfig:
     # Gateway clients may name this provider's models as PROVIDER/MODEL: all of them
     # (True), only these (a tuple), or none (False, the default).
     expose: bool | tuple[str, ...] = False
+    #: Whether the provider continues a reply from a final assistant message (None:
+    #: no; a mapping: yes, with these fields added to such a request).
+    prefill: Mapping[str, Any] | None = None
 
     @property
     def protocol(self) -> str:
@@ -189,9 +210,23 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Deployment:
+    """One entry of a route's ``deployments``: a provider and the upstream's name for
+    the model. ``weight`` counts for the ``balance`` strategy; ``timeouts`` (merged over
+    the provider's) bound each attempt on it."""
+
+    provider: str
+    model: str
+    weight: float = 1.0
+    timeouts: Timeouts | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRoute:
     """One ``[models.NAME]`` table: a model name gateway clients use, the provider that
-    serves it and the upstream's own name for it."""
+    serves it and the upstream's own name for it; or, with ``deployments``, several of
+    them (``provider`` and ``model`` are then the first one's) and how to choose,
+    retry and continue (:mod:`tokenwire.gateway.routing`)."""
 
     name: str
     provider: str
@@ -200,6 +235,17 @@ class ModelRoute:
     #: A larger ``max_tokens`` is answered with a 400 "too large" (None: the upstream
     #: decides; demo routes default to :data:`DEMO_MAX_OUTPUT_TOKENS`).
     max_output_tokens: int | None = None
+    deployments: tuple[Deployment, ...] = ()
+    strategy: str = "fallback"  # or "balance"
+    retries: int = 0
+    continue_on_failure: bool = False
+    cooldown: float = 30.0
+    cooldown_after: int = 3
+
+    @property
+    def routed(self) -> bool:
+        """Whether the route has more than a single upstream attempt to manage."""
+        return bool(self.deployments) or self.retries > 0 or self.continue_on_failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +370,7 @@ class Config:
 def _builtin_providers() -> dict[str, ProviderConfig]:
     """``demo``, and one provider per wire protocol with a public default endpoint
     (``openai``, ``anthropic``, ...), named by its provider type."""
-    builtin = {"demo": ProviderConfig("demo", "demo")}
+    builtin = {"demo": ProviderConfig("demo", "demo", prefill=_default_prefill("demo"))}
     for wire in protocols():
         if wire.default_base_url is not None and wire.provider_type not in builtin:
             builtin[wire.provider_type] = ProviderConfig(
@@ -332,16 +378,41 @@ def _builtin_providers() -> dict[str, ProviderConfig]:
                 wire.provider_type,
                 base_url=wire.default_base_url,
                 api_key_env=wire.default_key_env,
+                prefill=_default_prefill(wire.provider_type),
             )
     return builtin
 
 
+def _default_prefill(kind: str) -> Mapping[str, Any] | None:
+    """Demo and Anthropic providers continue a final assistant message as it is; the
+    others only where configured (OpenAI-compatible servers need request fields)."""
+    wire = _wire_types().get(kind)
+    if kind == "demo" or (wire is not None and wire.name in _PREFILL_PROTOCOLS):
+        return MappingProxyType({})
+    return None
+
+
 _BUILTIN_AGENTS = {"assistant": AgentConfig("assistant", "demo", "demo")}
 
-_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts", "expose"}
+_PROVIDER_KEYS = {"type", "base_url", "api_key_env", "headers", "timeouts", "expose", "prefill"}
 _DEMO_KEYS = {"speed", "time_to_first_token", "time_per_token", "seed", "fail_after"}
 _AGENT_KEYS = {"provider", "model", "system", "options"}
-_MODEL_KEYS = {"provider", "model", "timeouts", "max_output_tokens"}
+_MODEL_KEYS = {
+    "provider",
+    "model",
+    "timeouts",
+    "max_output_tokens",
+    "deployments",
+    "strategy",
+    "retries",
+    "continue_on_failure",
+    "cooldown",
+    "cooldown_after",
+}
+_DEPLOYMENT_KEYS = {"provider", "model", "weight", "timeouts"}
+_STRATEGIES = ("fallback", "balance")
+# Protocols whose request format continues a final assistant message as it is.
+_PREFILL_PROTOCOLS = ("anthropic",)
 DEMO_MAX_OUTPUT_TOKENS = 8192
 """The most output tokens a demo route takes (the demo writes as many as asked)."""
 _GATEWAY_KEYS = {
@@ -541,6 +612,16 @@ def _provider(
         expose = tuple(expose)
     elif not isinstance(expose, bool):
         raise ConfigError(f"{place}: expose must be true, false or a list of model names")
+    given = table.get("prefill")
+    prefill: Mapping[str, Any] | None
+    if given is None:
+        prefill = _default_prefill(kind)
+    elif isinstance(given, bool):
+        prefill = MappingProxyType({}) if given else None
+    elif isinstance(given, Mapping) and all(isinstance(k, str) for k in given):
+        prefill = MappingProxyType(dict(given))
+    else:
+        raise ConfigError(f"{place}: prefill must be true, false or a table of request fields")
     return ProviderConfig(
         name=name,
         type=kind,
@@ -551,6 +632,7 @@ def _provider(
         options=MappingProxyType(options),
         demo=MappingProxyType(demo),
         expose=expose,
+        prefill=prefill,
     )
 
 
@@ -577,29 +659,109 @@ def _model_route(
 ) -> ModelRoute:
     place = f"{where}[models.{name}]"
     _check_keys(table, _MODEL_KEYS, place)
-    provider = _string(table, "provider", place)
+    deployments: tuple[Deployment, ...] = ()
+    if "deployments" in table:
+        for key in ("provider", "model"):
+            if key in table:
+                raise ConfigError(f"{place}: give either {key} or deployments, not both")
+        listed = table["deployments"]
+        if not isinstance(listed, list) or not listed:
+            raise ConfigError(f"{place}: deployments must be a non-empty list of tables")
+        deployments = tuple(
+            _deployment(entry, providers, f"{place} deployments[{i}]")
+            for i, entry in enumerate(listed)
+        )
+        provider: str | None = deployments[0].provider
+        model: str | None = deployments[0].model
+    else:
+        provider = _string(table, "provider", place)
+        model = _string(table, "model", place) or name
+    _check_provider(provider, providers, place)
+    assert provider is not None and model is not None
+    timeouts = None
+    if "timeouts" in table:
+        # Keys given here override the provider's; the rest are inherited.
+        timeouts = _merged_timeouts(
+            providers[provider].timeouts, table["timeouts"], where, f"models.{name}.", place
+        )
+    limit = table.get("max_output_tokens")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{place}: max_output_tokens must be a positive integer, not {limit!r}")
+    strategy = table.get("strategy", "fallback")
+    if strategy not in _STRATEGIES:
+        raise ConfigError(f"{place}: strategy must be one of {', '.join(_STRATEGIES)}")
+    # With deployments, each one is tried once unless told otherwise.
+    retries = table.get("retries", max(len(deployments) - 1, 0))
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+        raise ConfigError(f"{place}: retries must be an integer from 0 to 10, not {retries!r}")
+    keep_going = table.get("continue_on_failure", False)
+    if not isinstance(keep_going, bool):
+        raise ConfigError(f"{place}: continue_on_failure must be true or false")
+    cooldown = _seconds(table, "cooldown", place)
+    after = table.get("cooldown_after", 3)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 1:
+        raise ConfigError(f"{place}: cooldown_after must be a positive integer, not {after!r}")
+    return ModelRoute(
+        name,
+        provider,
+        model,
+        timeouts,
+        limit,
+        deployments=deployments,
+        strategy=strategy,
+        retries=retries,
+        continue_on_failure=keep_going,
+        cooldown=30.0 if cooldown is None else cooldown,
+        cooldown_after=after,
+    )
+
+
+def _deployment(entry: Any, providers: Mapping[str, ProviderConfig], place: str) -> Deployment:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{place} must be a table")
+    _check_keys(entry, _DEPLOYMENT_KEYS, place)
+    provider = _string(entry, "provider", place)
+    _check_provider(provider, providers, place)
+    assert provider is not None
+    model = _string(entry, "model", place)
+    if model is None:
+        raise ConfigError(f"{place}: model is required")
+    weight = entry.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+        raise ConfigError(f"{place}: weight must be a positive number, not {weight!r}")
+    timeouts = None
+    if "timeouts" in entry:
+        timeouts = _merged_timeouts(providers[provider].timeouts, entry["timeouts"], "", "", place)
+    return Deployment(provider, model, float(weight), timeouts)
+
+
+def _check_provider(
+    provider: str | None, providers: Mapping[str, ProviderConfig], place: str
+) -> None:
     if provider is None or provider not in providers:
         raise ConfigError(
             f"{place}: provider must be one of {', '.join(sorted(providers))}"
             + (f", not {provider!r}" if provider is not None else " (it is missing)")
         )
-    timeouts = None
-    if "timeouts" in table:
-        # Keys given here override the provider's; the rest are inherited.
-        base = providers[provider].timeouts
-        given = _timeouts(_table(table, "timeouts", where, f"models.{name}."), place)
-        timeouts = Timeouts(
-            first_token=given.first_token
-            if "first_token" in table["timeouts"]
-            else base.first_token,
-            idle=given.idle if "idle" in table["timeouts"] else base.idle,
-            total=given.total if "total" in table["timeouts"] else base.total,
-            connect=given.connect if "connect" in table["timeouts"] else base.connect,
+
+
+def _merged_timeouts(
+    base: Timeouts, given_table: Any, where: str, prefix: str, place: str
+) -> Timeouts:
+    """``given_table``'s timeouts, the keys it lacks taken from ``base``."""
+    if not isinstance(given_table, Mapping):
+        raise ConfigError(
+            f"{where}[{prefix}timeouts] must be a table"
+            if prefix
+            else f"{place}: timeouts must be a table"
         )
-    limit = table.get("max_output_tokens")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"{place}: max_output_tokens must be a positive integer, not {limit!r}")
-    return ModelRoute(name, provider, _string(table, "model", place) or name, timeouts, limit)
+    given = _timeouts(given_table, place)
+    return Timeouts(
+        first_token=given.first_token if "first_token" in given_table else base.first_token,
+        idle=given.idle if "idle" in given_table else base.idle,
+        total=given.total if "total" in given_table else base.total,
+        connect=given.connect if "connect" in given_table else base.connect,
+    )
 
 
 def _gateway(table: dict[str, Any], where: str) -> GatewayConfig:

@@ -69,6 +69,7 @@ from tokenwire.gateway.relay import (
     _Writer,
 )
 from tokenwire.gateway.replies import StoredReplies
+from tokenwire.gateway.routing import STATES, Attempts, ModelRouter, routed_items
 from tokenwire.gateway.unrouted import GatewayRoute, not_found, protocol_of_headers
 from tokenwire.llm.accumulate import MessageBuilder, error_from_delta
 from tokenwire.llm.model import ErrorDelta, TextDelta, UsageDelta
@@ -112,6 +113,7 @@ class Gateway(StoredReplies):
         # Compared as bytes: any header value (even non-ASCII) can be checked.
         self._keys = [k.encode("utf-8", "surrogateescape") for k in config.gateway.api_keys()]
         self._upstreams: dict[str, Upstream] = {}
+        self._routers: dict[str, ModelRouter] = {}
         self._agents: dict[str, Agent] = {}
         self._page: bytes | None = None
         settings = config.gateway
@@ -211,6 +213,34 @@ class Gateway(StoredReplies):
         except ConfigError as exc:
             raise StreamError("not_found", str(exc), status=404, param="model") from None
         return self._upstream(provider.name), upstream_model, timeouts
+
+    def _router(self, model: str) -> ModelRouter | None:
+        """The router of ``model``'s route if it has several deployments, retries or
+        continuation (plain routes go straight to their upstream)."""
+        router = self._routers.get(model)
+        if router is None:
+            route = self.config.models.get(model)
+            if route is None or not route.routed:
+                return None
+            router = self._routers[model] = ModelRouter(route, self.config)
+        return router
+
+    def _routed_upstreams(self, router: ModelRouter) -> list[Upstream]:
+        """The upstreams of ``router``'s deployments that can be built (one whose key
+        variable is unset fails its attempts instead)."""
+        found = []
+        for deployed in router.deployments:
+            try:
+                found.append(self._upstream(deployed.provider))
+            except StreamError:
+                continue
+        if not found:
+            raise StreamError(
+                "api_error",
+                f"gateway configuration: no deployment of model {router.name!r} can be used",
+                status=500,
+            )
+        return found
 
     def _told(self, exc: BaseException) -> StreamError:
         """What the client is told of ``exc`` (internal text hidden behind a reference
@@ -332,7 +362,23 @@ class Gateway(StoredReplies):
             field = wire.previous_reply_field
             if field is not None and isinstance(body, dict) and body.get(field) is not None:
                 chat = await self._continued(chat, wire, body[field], owner)
-            upstream, upstream_model, timeouts = self._route(chat.model)
+            router = self._router(chat.model)
+            if router is None:
+                upstream, upstream_model, timeouts = self._route(chat.model)
+                passthrough = upstream.protocol == protocol
+                dropped = () if passthrough else _translated(chat, upstream)
+            else:
+                # Checked against every deployment: any of them may serve the request.
+                candidates = self._routed_upstreams(router)
+                upstream, upstream_model = candidates[0], router.deployments[0].model
+                timeouts = router.timeouts
+                translate = router.route.continue_on_failure
+                passthrough = not translate and upstream.protocol == protocol
+                lost: dict[str, None] = {}
+                for candidate in candidates:
+                    if translate or candidate.protocol != protocol:
+                        lost.update(dict.fromkeys(_translated(chat, candidate)))
+                dropped = list(lost)
             # Only names that were routed become labels: a client cannot grow them.
             record.model = chat.model[:_MAX_LABEL]
             record.upstream = upstream.name
@@ -340,8 +386,6 @@ class Gateway(StoredReplies):
             if record.trace is not None:
                 record.upstream_headers = record.trace.route(chat, upstream_model, upstream)
             self._check_output_limit(chat, body, wire)
-            passthrough = upstream.protocol == protocol
-            dropped = () if passthrough else _translated(chat, upstream)
             headers = {"x-tokenwire-stream-id": record.id}
             if dropped:
                 headers[DROPPED_HEADER] = ", ".join(dropped)
@@ -352,8 +396,22 @@ class Gateway(StoredReplies):
                 # Translation needs usage from the upstream; pass-through asks as the client did.
                 include_usage=chat.include_usage or not passthrough or not chat.stream,
             )
+            attempts: Attempts | None = None
+            if router is not None:
+                attempts = Attempts(
+                    router,
+                    self._upstream,
+                    protocol=protocol,
+                    translate=translate,
+                    accepted=accepted,
+                    record=record,
+                    metrics=self.metrics,
+                    receive=request.receive if chat.stream else None,
+                )
             if not chat.stream:
-                whole = self._whole(upstream, outgoing, chat, wire, timeouts, accepted, record)
+                whole = self._whole(
+                    upstream, outgoing, chat, wire, timeouts, accepted, record, attempts
+                )
                 response = await _bounded(whole, None, request.receive)
                 if dropped:
                     response.headers[DROPPED_HEADER] = headers[DROPPED_HEADER]
@@ -364,15 +422,24 @@ class Gateway(StoredReplies):
             if producer is not None and wire.reply_path is not None:
                 reply_id = wire.id_prefix + producer.id
                 await self._keep_request(producer.id, chat)
-            items = await _open(
-                upstream,
-                outgoing,
-                passthrough,
-                timeouts,
-                accepted,
-                request.receive,
-                record.upstream_headers,
-            )
+            if attempts is None:
+                opened = await _open(
+                    upstream,
+                    outgoing,
+                    passthrough,
+                    timeouts,
+                    accepted,
+                    request.receive,
+                    record.upstream_headers,
+                )
+                items = _guarded(opened, timeouts, accepted)
+            else:
+                first = await attempts.open(outgoing)
+                attempts.receive = None  # the response watches the client from now on
+                upstream, passthrough = first.upstream, first.raw
+                record.upstream = upstream.name
+                record.protocol = upstream.protocol
+                items = routed_items(attempts, first, outgoing)
         except _ClientLeft:
             if producer is not None:
                 await producer.discard()
@@ -396,8 +463,16 @@ class Gateway(StoredReplies):
             raise
         if reply_id is None and not passthrough:
             reply_id = wire.id_prefix + record.id  # ids in the client's protocol's form
-        writer = _Writer(wire, upstream, include_usage=chat.include_usage, reply_id=reply_id)
-        relay = self._relay(items, writer, timeouts, accepted, record)
+        writer = _Writer(
+            wire,
+            upstream,
+            include_usage=chat.include_usage,
+            reply_id=reply_id,
+            translate=attempts is not None and attempts.translate,
+        )
+        if attempts is not None:
+            attempts.on_switch = writer.rebind
+        relay = self._relay(items, writer, record)
         if producer is not None:
             assert self.streams is not None
             producer.start(relay)
@@ -430,16 +505,12 @@ class Gateway(StoredReplies):
         )
 
     async def _relay(
-        self,
-        items: AsyncIterator[Item],
-        writer: _Writer,
-        timeouts: Timeouts,
-        accepted: float,
-        record: _Record,
+        self, items: AsyncGenerator[Item, None], writer: _Writer, record: _Record
     ) -> AsyncGenerator[bytes, None]:
+        """``items`` (within their deadlines) written in the client's protocol."""
         self.metrics.active.inc()
         try:
-            async with contextlib.aclosing(_guarded(items, timeouts, accepted)) as guarded:
+            async with contextlib.aclosing(items) as guarded:
                 async for raw, deltas in guarded:
                     record.observe(deltas)
                     out = writer.write(raw, deltas)
@@ -472,16 +543,33 @@ class Gateway(StoredReplies):
         timeouts: Timeouts,
         accepted: float,
         record: _Record,
+        attempts: Attempts | None = None,
     ) -> Response:
         """A ``stream: false`` reply: the upstream's stream gathered into one body."""
         protocol = wire.name
         builder = MessageBuilder()
         secret = upstream.secret
         try:
-            items = await _open(
-                upstream, outgoing, False, timeouts, accepted, headers=record.upstream_headers
-            )
-            async with contextlib.aclosing(_guarded(items, timeouts, accepted)) as guarded:
+            items: AsyncGenerator[Item, None]
+            if attempts is None:
+                opened = await _open(
+                    upstream, outgoing, False, timeouts, accepted, headers=record.upstream_headers
+                )
+                items = _guarded(opened, timeouts, accepted)
+            else:
+                first = await attempts.open(outgoing)
+                upstream = first.upstream
+                secret = upstream.secret
+                record.upstream = upstream.name
+                record.protocol = upstream.protocol
+
+                def switched(now: Upstream) -> None:
+                    nonlocal upstream, secret
+                    upstream, secret = now, now.secret
+
+                attempts.on_switch = switched
+                items = routed_items(attempts, first, outgoing)
+            async with contextlib.aclosing(items) as guarded:
                 async for _, deltas in guarded:
                     record.observe(deltas)
                     for delta in deltas:
@@ -633,6 +721,15 @@ class Gateway(StoredReplies):
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        metrics = self.metrics
+        for router in self._routers.values():  # states change with time: read them now
+            now = router.now()
+            for deployed in router.deployments:
+                labels = (router.name[:_MAX_LABEL], deployed.label[:_MAX_LABEL])
+                current = deployed.state(now)
+                for state in STATES:
+                    metrics.deployment_state.set(float(state == current), *labels, state)
+                metrics.deployment_in_flight.set(deployed.in_flight, *labels)
         return Response(
             self.metrics.registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )

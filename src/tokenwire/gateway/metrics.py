@@ -108,6 +108,9 @@ class Gauge(Counter):
     def dec(self, *labels: str, amount: float = 1.0) -> None:
         self.inc(*labels, amount=-amount)
 
+    def set(self, value: float, *labels: str) -> None:
+        self.inc(*labels, amount=value - self.get(*labels))
+
     def render(self, values: Mapping[Labels, float] | None = None) -> list[str]:
         """The exposition lines of ``values`` (default: this process's)."""
         if values is None:

@@ -8,7 +8,7 @@ import os
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -91,6 +91,27 @@ class GatewayMetrics:
             "Failed requests and streams by error category and upstream.",
             ("category", "upstream"),
         )
+        # Routes with several deployments (tokenwire.gateway.routing).
+        self.attempts = registry.counter(
+            "tokenwire_upstream_attempts_total",
+            "Upstream attempts on routed models by deployment and outcome.",
+            ("model", "deployment", "outcome"),
+        )
+        self.continuations = registry.counter(
+            "tokenwire_continuations_total",
+            "Replies continued on another deployment after their upstream failed.",
+            ("model", "deployment"),
+        )
+        self.deployment_state = registry.gauge(
+            "tokenwire_deployment_state",
+            "1 for the state each deployment of a routed model is in (up, cooldown, probing).",
+            ("model", "deployment", "state"),
+        )
+        self.deployment_in_flight = registry.gauge(
+            "tokenwire_deployment_in_flight",
+            "Requests in flight on each deployment of a routed model.",
+            ("model", "deployment"),
+        )
 
 
 class _Record:
@@ -98,6 +119,7 @@ class _Record:
     tracing on, its span: ``trace``, see :mod:`~tokenwire.gateway.tracing`)."""
 
     __slots__ = (
+        "attempts",
         "chunks",
         "endpoint",
         "error",
@@ -135,6 +157,8 @@ class _Record:
         self.error: dict[str, str | None] | None = None
         self.trace: _Trace | None = None  # tracing off: None, and nothing else is done
         self.upstream_headers: dict[str, str] | None = None  # the trace context to send
+        # Routed models: one entry per upstream attempt (tokenwire.gateway.routing).
+        self.attempts: list[dict[str, Any]] = []
 
     def content(self) -> None:
         now = time.perf_counter()
@@ -209,6 +233,8 @@ class _Record:
             }
             if self.error is not None:
                 line["error"] = self.error
+            if self.attempts:
+                line["attempts"] = self.attempts
             access_log.info(orjson.dumps(line).decode())
         if self.trace is not None:
             self.trace.end(self)

@@ -29,7 +29,15 @@ class _Writer:
     """Upstream items -> bytes in the client's protocol (pass-through or translation),
     with the upstream's key scrubbed from whatever it sent."""
 
-    __slots__ = ("_encoder", "_rename", "_reply_id", "_secret", "_wire")
+    __slots__ = (
+        "_encoder",
+        "_include_usage",
+        "_rename",
+        "_reply_id",
+        "_secret",
+        "_translate",
+        "_wire",
+    )
 
     def __init__(
         self,
@@ -37,19 +45,36 @@ class _Writer:
         upstream: Upstream,
         include_usage: bool,
         reply_id: str | None = None,
+        *,
+        translate: bool = False,
     ) -> None:
         self._wire = wire
-        self._secret = upstream.secret
+        self._include_usage = include_usage
+        # Encode even a same-protocol upstream's reply (a continued reply is one stream
+        # made of several upstreams' replies).
+        self._translate = translate
         self._encoder: EventEncoder | None = None
         # A stored reply is known by the gateway's id: a translated stream is written with
         # it, a passed-through one has the upstream's id replaced by it.
         self._reply_id = reply_id
         self._rename: tuple[bytes, bytes] | None = None
-        if upstream.protocol != wire.name:
+        self._secret: bytes | None = None
+        self.rebind(upstream)
+
+    def rebind(self, upstream: Upstream) -> None:
+        """Write what ``upstream`` sends from now on: a retry before anything was
+        written (pass-through or translation as its protocol asks), or a continuation
+        (an encoding writer only takes the new upstream's key to scrub)."""
+        self._secret = upstream.secret
+        if self._encoder is not None and self._translate:
+            return
+        wire = self._wire
+        self._encoder = None
+        if self._translate or upstream.protocol != wire.name:
             self._encoder = wire.encoder(
-                include_usage=include_usage,
+                include_usage=self._include_usage,
                 error_provider=upstream.protocol or wire.name,
-                id=reply_id,
+                id=self._reply_id,
             )
 
     def write(self, raw: bytes | None, deltas: list[Delta]) -> bytes:
@@ -130,12 +155,8 @@ async def _open(
         (accepted + seconds, seconds, code) for seconds, code in deadlines if seconds is not None
     ]
     when, seconds, code = min(limits) if limits else (None, 0.0, "")
-    if headers is not None and isinstance(upstream, HTTPProvider):
-        opening = upstream.open(chat, raw=raw, headers=headers)
-    else:
-        opening = upstream.open(chat, raw=raw)
     try:
-        return await _bounded(opening, when, receive)
+        return await _start_open(upstream, chat, raw, when, receive, headers)
     except _Late:
         raise StreamError(
             "timeout",
@@ -143,6 +164,23 @@ async def _open(
             status=504,
             code=code,
         ) from None
+
+
+def _start_open(
+    upstream: Upstream,
+    chat: ChatRequest,
+    raw: bool,
+    when: float | None,
+    receive: Receive | None,
+    headers: Mapping[str, str] | None,
+) -> Awaitable[AsyncIterator[Item]]:
+    """``upstream.open`` bounded by the loop time ``when`` (raises _Late) and, with
+    ``receive``, by the client's presence (raises _ClientLeft)."""
+    if headers is not None and isinstance(upstream, HTTPProvider):
+        opening = upstream.open(chat, raw=raw, headers=headers)
+    else:
+        opening = upstream.open(chat, raw=raw)
+    return _bounded(opening, when, receive)
 
 
 class _Late(Exception):

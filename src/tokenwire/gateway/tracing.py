@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics, propagate, trace
@@ -266,6 +266,18 @@ class _Trace:
             self._cache_creation = usage.cache_creation_input_tokens
         if usage.reasoning_tokens is not None:
             self._reasoning = usage.reasoning_tokens
+
+    def attempt(self, entry: Mapping[str, Any]) -> None:
+        """An upstream attempt of a routed model ended (an access-log ``attempts``
+        entry): a span event, so that retries and continuations show in the trace."""
+        span = self.span
+        if span is not None and span.is_recording():
+            attributes: Attributes = {
+                f"tokenwire.{key}": value
+                for key, value in entry.items()
+                if isinstance(value, str | int | float | bool)
+            }
+            span.add_event("tokenwire.upstream_attempt", attributes)
 
     def fail(self, err: StreamError) -> None:
         """The request or its stream failed with ``err``."""

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -236,10 +237,17 @@ class DemoProvider:
         self, request: ChatRequest, fault: Fault | None
     ) -> AsyncGenerator[Delta, None]:
         temperature = 1.0 if request.temperature is None else request.temperature
+        # A final assistant message is a prefill: the reply goes on from it, as the one
+        # without it would have (what a gateway continuing a cut reply relies on).
+        prefill = _prefill_of(request)
+        input_tokens = len(prefill.split())
+        if prefill:
+            request = dataclasses.replace(request, messages=request.messages[:-1])
         digest = hashlib.blake2b(digest_size=16)
-        for part in (request.model, request.system or ""):
+        # The model without a fault suffix: a faulty reply says what the sound one says.
+        for part in (request.model.partition(":")[0], request.system or ""):
             digest.update(part.encode() + b"\x00")
-        input_tokens = len((request.system or "").split())
+        input_tokens += len((request.system or "").split())
         for message in request.messages:
             text = _message_text(message)
             digest.update(f"{message.role}\x00{text}\x00".encode())
@@ -269,7 +277,14 @@ class DemoProvider:
         produced = reasoning = 0
         finish: FinishDelta | None = None
         # A text reply is made long enough for an in-stream fault to happen.
-        pieces = _plan(request, rng, temperature, fault.after + 1 if fault else 0)
+        planned = request
+        if prefill and request.max_tokens is not None:
+            # The whole reply's length, of which the prefill is the start.
+            pieces_so_far = len(prefill.split()) + prefill.count(_PARAGRAPH)
+            planned = dataclasses.replace(request, max_tokens=request.max_tokens + pieces_so_far)
+        pieces = _plan(planned, rng, temperature, fault.after + 1 if fault else 0)
+        if prefill:
+            pieces = _after(pieces, len(prefill))
         for piece in pieces:
             if type(piece) is FinishDelta:
                 finish = piece
@@ -314,6 +329,28 @@ class DemoProvider:
                 reasoning_tokens=reasoning or None,
             )
         )
+
+
+def _prefill_of(request: ChatRequest) -> str:
+    """The text of a final assistant message without tool calls ("" if none)."""
+    last = request.messages[-1] if request.messages else None
+    if last is None or last.role != "assistant":
+        return ""
+    if any(isinstance(p, ToolCallPart) for p in last.parts):
+        return ""
+    return last.text
+
+
+def _after(pieces: Iterator[Delta], skip: int) -> Iterator[Delta]:
+    """``pieces`` without their first ``skip`` characters of text."""
+    for piece in pieces:
+        if skip and type(piece) is TextDelta:
+            if len(piece.text) <= skip:
+                skip -= len(piece.text)
+                continue
+            piece = TextDelta(piece.text[skip:])
+            skip = 0
+        yield piece
 
 
 def _fault_of(model: str) -> Fault | None:
