@@ -440,3 +440,39 @@ def test_tracing_setting_is_validated() -> None:
     assert from_mapping({"gateway": {"tracing": True}}).gateway.tracing is True
     with pytest.raises(ConfigError, match="tracing must be true or false"):
         from_mapping({"gateway": {"tracing": "yes"}})
+
+
+def test_attempts_of_a_routed_model_are_span_events(
+    upstream: tuple[Upstream, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route whose first deployment answers 429: one span for the request, an event
+    per upstream attempt, and the reply from the second deployment."""
+    monkeypatch.setenv("TW_TEST_UPSTREAM_KEY", UPSTREAM_KEY)
+    _, url = upstream
+    data = gateway_config(url, tracing=True)
+    data["models"]["routed"] = {
+        "deployments": [
+            {"provider": "oa", "model": "ratelimit"},
+            {"provider": "an", "model": "text"},
+        ]
+    }
+    spans = Spans()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = create_app(from_mapping(data), tracer_provider=tracer_provider)
+    with serve(app) as gateway_url:
+        stream = openai_client(gateway_url).chat.completions.create(
+            model="routed", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        span, attributes = only(spans.wait())
+    tracer_provider.shutdown()
+    assert text == "".join(TEXT)
+    assert span.status.status_code is not StatusCode.ERROR
+    assert attributes["tokenwire.outcome"] == "ok"
+    events = [(e.name, dict(e.attributes or {})) for e in span.events]
+    assert [(name, a["tokenwire.deployment"], a["tokenwire.outcome"]) for name, a in events] == [
+        ("tokenwire.upstream_attempt", "oa/ratelimit", "error:rate_limit"),
+        ("tokenwire.upstream_attempt", "an/text", "ok"),
+    ]
+    assert events[0][1]["tokenwire.status"] == 429

@@ -342,14 +342,14 @@ def _prefill_of(request: ChatRequest) -> str:
 
 
 def _after(pieces: Iterator[Delta], skip: int) -> Iterator[Delta]:
-    """``pieces`` without their first ``skip`` characters of text."""
+    """``pieces`` without the text pieces that cover their first ``skip`` characters.
+    A reply that would have begun with the prefill (the same request, deterministic)
+    goes on exactly after it; a sampled one goes on at the next whole piece, so that
+    words stay whole where the two meet."""
     for piece in pieces:
-        if skip and type(piece) is TextDelta:
-            if len(piece.text) <= skip:
-                skip -= len(piece.text)
-                continue
-            piece = TextDelta(piece.text[skip:])
-            skip = 0
+        if skip > 0 and type(piece) is TextDelta:
+            skip -= len(piece.text)
+            continue
         yield piece
 
 
