@@ -522,3 +522,19 @@ async def test_a_sampled_demo_reply_goes_on_from_a_prefill_at_a_word_boundary() 
     assert text and text[0].isspace()  # the next whole word, not the middle of one
     usage = [d.usage for d in deltas if isinstance(d, UsageDelta)][-1]
     assert usage.input_tokens is not None and usage.input_tokens >= len(prefill.split())
+
+
+async def test_a_relay_that_never_starts_releases_its_attempt_when_dropped() -> None:
+    import gc
+    import weakref
+
+    router, ups = two_scripted([])
+    attempts, _ = attempts_for(router, ups)
+    request = chat()
+    first = await attempts.open(request)
+    items = routed_items(attempts, first, request)
+    weakref.finalize(items, attempts.abandon)  # as the gateway does
+    assert router.deployments[0].in_flight == 1
+    del items
+    gc.collect()
+    assert router.deployments[0].in_flight == 0

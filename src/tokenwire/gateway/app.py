@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from importlib import resources
@@ -402,7 +403,7 @@ class Gateway(StoredReplies):
                     router,
                     self._upstream,
                     protocol=protocol,
-                    translate=translate,
+                    translate=translate or not chat.stream,  # a whole reply: no bytes
                     accepted=accepted,
                     record=record,
                     metrics=self.metrics,
@@ -440,6 +441,9 @@ class Gateway(StoredReplies):
                 record.upstream = upstream.name
                 record.protocol = upstream.protocol
                 items = routed_items(attempts, first, outgoing)
+                # A response that never starts its body never runs the relay: the
+                # attempt is released when the relay is dropped.
+                weakref.finalize(items, attempts.abandon)
         except _ClientLeft:
             if producer is not None:
                 await producer.discard()

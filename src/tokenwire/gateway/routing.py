@@ -50,6 +50,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tokenwire.config import Config, ConfigError, ModelRoute, Timeouts
+from tokenwire.control import guard
 from tokenwire.errors import DropConnection, StreamError
 from tokenwire.gateway.relay import Upstream, _bounded, _Late, _start_open
 from tokenwire.llm.accumulate import error_from_delta
@@ -409,8 +410,6 @@ class Attempts:
         """``attempt``'s items within its deadlines: the deployment's first-token and
         idle timeouts, and the route's first-token (unless continuing) and total
         deadlines counted from the request."""
-        from tokenwire.control import guard
-
         started = attempt.started
         timeouts = attempt.deployed.timeouts
         first = [timeouts.first_token] if timeouts.first_token is not None else []
@@ -460,6 +459,15 @@ class Attempts:
             self._failed(deployed, err, attempt.started, attempt.continuing)
             if attempt.usage != Usage():
                 self.record.attempts[-1]["usage"] = _usage_dict(attempt.usage)
+
+    def abandon(self) -> None:
+        """The reply is over before its attempt ended (the client left, the relay was
+        closed or never started): the attempt is released unjudged."""
+        current = self.current
+        if current is not None and not current.released:
+            current.released = True
+            current.deployed.in_flight -= 1
+            current.deployed.probing = False
 
     def first_token(self, attempt: Attempt) -> None:
         """The attempt's upstream delivered content: it works."""
@@ -574,14 +582,30 @@ async def routed_items(
             try:
                 async with contextlib.aclosing(attempts.guarded(attempt, continuing)) as items:
                     async for raw, deltas in items:
+                        if progress.sent:  # the common case, kept short
+                            if translate:
+                                out, in_band = _continued(deltas, attempt, progress, continuing)
+                                if out:
+                                    yield None, out
+                                if in_band is not None:
+                                    break
+                                continue
+                            yield raw, deltas  # passed through as it came
+                            if len(deltas) == 1 and type(deltas[0]) is TextDelta:
+                                continue
+                            in_band = _error_in(deltas)
+                            if in_band is not None:  # the client has it; the reply is over
+                                _ended_by(attempts, attempt, in_band)
+                                return
+                            continue
                         if translate:
                             out, in_band = _continued(deltas, attempt, progress, continuing)
-                        else:  # passed through as it came; only looked at
+                        else:
                             out, in_band = deltas, _error_in(deltas)
                         content = _has_content(out)
-                        if in_band is not None and not progress.sent and not content:
+                        if in_band is not None and not content:
                             break  # an error before the first token: try again
-                        if content and not progress.sent:
+                        if content:
                             progress.sent = True
                             attempts.first_token(attempt)
                         if translate:
@@ -589,15 +613,11 @@ async def routed_items(
                                 yield None, out
                             if in_band is not None:
                                 break
-                        else:
-                            yield raw, deltas
-                            if in_band is not None:  # the client has it; the reply is over
-                                attempts.release(
-                                    attempt,
-                                    error_from_delta(in_band, attempt.upstream.protocol),
-                                    delivered=True,
-                                )
-                                return
+                            continue
+                        yield raw, deltas
+                        if in_band is not None:  # after content: the client has it too
+                            _ended_by(attempts, attempt, in_band)
+                            return
             except DropConnection as exc:  # a demo deployment's cut: the upstream's cut
                 failure = StreamError("network", f"the upstream's reply was cut off: {exc}")
             except StreamError as err:
@@ -631,12 +651,12 @@ async def routed_items(
             attempts.metrics.continuations.inc(attempts.router.name, attempt.deployed.label)
             continuing = True
     finally:
-        current = attempts.current
-        if current is not None and not current.released:
-            # The client left (or the relay was closed): the attempt ends unjudged.
-            current.released = True
-            current.deployed.in_flight -= 1
-            current.deployed.probing = False
+        attempts.abandon()
+
+
+def _ended_by(attempts: Attempts, attempt: Attempt, error: ErrorDelta) -> None:
+    """A passed-through reply ended with the upstream's error event (sent on as is)."""
+    attempts.release(attempt, error_from_delta(error, attempt.upstream.protocol), delivered=True)
 
 
 async def _reopen(
