@@ -17,7 +17,9 @@ Three processes besides this one (which only coordinates and sleeps meanwhile):
 The gateway is pinned to core 0, mock, client and this process to core 1 (when the
 machine has two cores; ``os.sched_setaffinity``). Rounds alternate between direct and
 through-gateway (the order flips every round), at 1, 10 and 100 streams started
-together, after a warm-up round of each. Reported, per level: time to first token
+together, after a warm-up round of each; at each level the routes take turns round by
+round (in a rotating order), so that routes are measured in the same conditions as
+each other, not minutes apart. Reported, per level: time to first token
 (first content chunk, from the start of the connection), inter-chunk gap, chunk
 delivery latency (receive time minus the mock's send time), p50 and p99, direct,
 through the gateway and the difference ("added"), and the bunching check: the share
@@ -32,13 +34,27 @@ speaking Gemini on ``/v1beta/models/...:streamGenerateContent``). Targets, for e
 1 stream: added TTFT p50 < 1 ms; 100 streams: added TTFT p99 < 10 ms and added gap p99
 < 0.5 ms, with no bunching.
 
+Two more routes, not in the default list, measure routing
+(:mod:`tokenwire.gateway.routing`) for a chat-completions client: ``routed``, a model
+with two deployments of the mock (two providers, the first healthy), ``strategy =
+"fallback"``, passed through as ``chat`` is; and ``routed-continue``, the same route
+with ``continue_on_failure = true``, whose reply the gateway always re-encodes. When
+``chat`` runs too (``--routes chat,routed,routed-continue``), each also gets a "vs plain
+route" table: its gateway figures minus the ``chat`` route's from the same rounds,
+beside the same difference for the direct path (the same request on all three routes,
+so its difference is the run's noise), and a one-line summary. The requirement: no
+measurable added latency over the plain route (within noise). What a cut upstream
+costs is ``bench_continuation.py``'s to measure.
+
 Run: ``python benchmarks/bench_gateway.py`` (about 2 minutes per route; ``--quick`` for a
 shorter, noisier run). Linux (``sched_setaffinity``); elsewhere it runs unpinned.
 
 Before/after a change: ``--baseline DIR`` also runs a gateway from another checkout
 of tokenwire (``DIR/src`` first on its ``PYTHONPATH``, e.g. a ``git worktree`` of the
 previous commit), pinned like the other and interleaved in the same rounds, so both
-are measured against the same direct figures.
+are measured against the same direct figures. The two gateways share the configuration
+file, so routes the other checkout cannot configure (``routed``, ``routed-continue``
+before routing) leave it unable to start.
 """
 
 from __future__ import annotations
@@ -221,14 +237,17 @@ async def _mock_main(port: int) -> None:
 # --- lean client ---------------------------------------------------------------------
 
 
-async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[int]]:
+async def _one_stream(port: int, request: bytes, marker: bytes) -> tuple[int, list[int], list[int]]:
     """One streaming request: (start, [receive times], [mock send times]) in ns, for
-    the content chunks."""
+    the content chunks: the events with ``marker`` (where a piece of text starts, in
+    the protocol's field for it; a Responses stream's done and completed events carry
+    the whole text in ``"text"`` fields, which are not chunks)."""
     clock = time.perf_counter_ns
     started = clock()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     received: list[int] = []
     sent: list[int] = []
+    skip = len(marker)  # the send time follows the marker (which ends with its "t")
     try:
         writer.write(request)
         raw = b""
@@ -269,14 +288,7 @@ async def _one_stream(port: int, request: bytes) -> tuple[int, list[int], list[i
                 if cut < 0:
                     break
                 event, events = events[:cut], events[cut + 2 :]
-                at = event.find(b'"content":"t')
-                skip = 12
-                if at < 0:
-                    at = event.find(b'"delta":"t')
-                    skip = 10
-                if at < 0:
-                    at = event.find(b'"text":"t')
-                    skip = 9
+                at = event.find(marker)
                 if at >= 0:
                     stop = event.index(b" ", at)
                     received.append(now)
@@ -301,24 +313,28 @@ async def _client_round(port: int, streams: int, route: str = "chat") -> dict[st
     # route: "chat" (chat completions both sides), "responses" (a Responses client of a
     # chat-completions upstream: translated), "responses-pass" (Responses both sides),
     # "gemini" and "gemini-pass" (the same for a Gemini client; a Gemini stream ends with
-    # its body, which the client reads to the end).
+    # its body, which the client reads to the end), "routed" and "routed-continue" (chat
+    # completions to a model with two deployments).
     if route in ("gemini", "gemini-pass"):
-        model = b"mockg" if route == "gemini-pass" else b"mock"
-        path = b"/v1beta/models/%s:streamGenerateContent?alt=sse" % model
+        gemini_model = b"mockg" if route == "gemini-pass" else b"mock"
+        path = b"/v1beta/models/%s:streamGenerateContent?alt=sse" % gemini_model
         payload: dict[str, Any] = {
             "contents": [{"role": "user", "parts": [{"text": "count to sixty-four"}]}]
         }
-    elif route == "chat":
+        marker = b'"text":"t'
+    elif route in _CHAT_MODELS:
         path = b"/v1/chat/completions"
         payload = {
-            "model": "mock",
+            "model": _CHAT_MODELS[route],
             "messages": [{"role": "user", "content": "count to sixty-four"}],
             "stream": True,
         }
+        marker = b'"content":"t'
     else:
         path = b"/v1/responses"
         model = "mockr" if route == "responses-pass" else "mock"
         payload = {"model": model, "input": "count to sixty-four", "stream": True}
+        marker = b'"delta":"t'
     body = json.dumps(payload).encode()
     request = (
         b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
@@ -326,7 +342,7 @@ async def _client_round(port: int, streams: int, route: str = "chat") -> dict[st
         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (path, port, len(body), body)
     )
     results = await asyncio.gather(
-        *(_one_stream(port, request) for _ in range(streams)), return_exceptions=True
+        *(_one_stream(port, request, marker) for _ in range(streams)), return_exceptions=True
     )
     ttft: list[float] = []
     gaps: list[float] = []
@@ -416,7 +432,9 @@ def main() -> None:
         default="chat,responses,responses-pass,gemini,gemini-pass",
         help="comma-separated: chat (chat completions both sides), responses (a Responses "
         "client, translated to a chat-completions upstream), responses-pass (Responses "
-        "both sides), gemini and gemini-pass (the same for a Gemini client); default: all",
+        "both sides), gemini and gemini-pass (the same for a Gemini client), routed (chat, "
+        "a model with two deployments, fallback, passed through) and routed-continue "
+        "(the same with continue_on_failure: re-encoded); default: all but the routed ones",
     )
     parser.add_argument(
         "--baseline",
@@ -470,6 +488,20 @@ def main() -> None:
                     'type = "gemini"\n'
                     f'base_url = "http://127.0.0.1:{mock_port}/v1beta"\n\n'
                     '[models.mockg]\nprovider = "mockg"\n\n'
+                )
+        if {"routed", "routed-continue"} & set(routes):
+            # Two deployments of the same mock (a second provider), the first healthy.
+            deployments = (
+                'deployments = [ { provider = "mock", model = "mock" }, '
+                '{ provider = "mock2", model = "mock" } ]\nstrategy = "fallback"\n'
+            )
+            with config.open("a") as f:
+                f.write(
+                    "[providers.mock2]\n"
+                    'type = "openai"\n'
+                    f'base_url = "http://127.0.0.1:{mock_port}/v1"\n\n'
+                    f"[models.mockf]\n{deployments}\n"
+                    f"[models.mockc]\n{deployments}continue_on_failure = true\n\n"
                 )
         try:
             mock = subprocess.Popen(
@@ -559,11 +591,13 @@ def main() -> None:
                         run_round(port, streams, direct_route(route) if name == "direct" else route)
             collected: dict[tuple[str, int, str], dict[str, list[Any]]] = {}
             began = time.monotonic()
-            for route in routes:
-                for streams in LEVELS:
-                    for r in range(rounds[streams]):
+            for streams in LEVELS:
+                for r in range(rounds[streams]):
+                    # Rotating, routes and paths alike: nobody always first.
+                    turn = r % len(routes)
+                    for route in routes[turn:] + routes[:turn]:
                         shift = r % len(names)
-                        order = names[shift:] + names[:shift]  # rotating: nobody always first
+                        order = names[shift:] + names[:shift]
                         for name in order:
                             wire = direct_route(route) if name == "direct" else route
                             result = run_round(targets[name], streams, wire)
@@ -587,9 +621,13 @@ def main() -> None:
     for route in routes:
         print(f"\n=== route: {_ROUTE_TITLES[route]} ===")
         _report(collected, elapsed, route, "gateway")
+        if route in _ROUTED and "chat" in routes:
+            _versus_plain(collected, route, "gateway")
         if args.baseline:
             print(f"\n=== route: {route}; baseline: the gateway of {args.baseline} ===")
             _report(collected, elapsed, route, "baseline")
+            if route in _ROUTED and "chat" in routes:
+                _versus_plain(collected, route, "baseline")
 
 
 _ROUTE_TITLES = {
@@ -598,7 +636,12 @@ _ROUTE_TITLES = {
     "responses-pass": "Responses, client and upstream (pass-through)",
     "gemini": "a Gemini client, a chat-completions upstream (translated)",
     "gemini-pass": "Gemini, client and upstream (pass-through)",
+    "routed": "chat completions, a model with two deployments, fallback (pass-through)",
+    "routed-continue": "chat completions, two deployments, continue_on_failure (re-encoded)",
 }
+# The chat-completions client's routes and the model each asks for.
+_CHAT_MODELS = {"chat": "mock", "routed": "mockf", "routed-continue": "mockc"}
+_ROUTED = ("routed", "routed-continue")
 
 
 def _report(
@@ -652,6 +695,48 @@ def _report(
         f"  {'100 streams: no chunk bunching':<40} {bunched:+8.2%} more gaps < 5 ms  "
         f"{'ok' if bunched < 0.01 else 'MISSED'}"
     )
+
+
+def _versus_plain(
+    collected: dict[tuple[str, int, str], dict[str, list[Any]]], route: str, name: str
+) -> None:
+    """A routed route against the plain ``chat`` route of the same rounds: the gateway's
+    figures minus chat's, and for scale the same difference of the direct path (the
+    same request on both routes' rounds: what the run's noise alone makes of it)."""
+    print(f"\nvs plain route (chat), same rounds: {route} - chat, ms\n")
+    header = f"{'streams':>7}  {'metric':<16}{'gateway':>9}{'direct (noise)':>16}"
+    print(header)
+    print("-" * len(header))
+    rows = [
+        ("TTFT p50", "ttft", 0.50),
+        ("TTFT p99", "ttft", 0.99),
+        ("gap p99", "gaps", 0.99),
+        ("chunk lat. p50", "latency", 0.50),
+        ("chunk lat. p99", "latency", 0.99),
+    ]
+    for streams in LEVELS:
+        for label, key, q in rows:
+            diffs = [
+                _percentile(collected[(route, streams, who)][key], q)
+                - _percentile(collected[("chat", streams, who)][key], q)
+                for who in (name, "direct")
+            ]
+            print(f"{streams:>7}  {label:<16}{diffs[0]:>+9.2f}{diffs[1]:>+16.2f}")
+        print()
+    parts = []
+    for streams, label, key, q in (
+        (1, "TTFT p50", "ttft", 0.50),
+        (100, "TTFT p99", "ttft", 0.99),
+        (100, "gap p99", "gaps", 0.99),
+    ):
+        g, d = (
+            _percentile(collected[(route, streams, who)][key], q)
+            - _percentile(collected[("chat", streams, who)][key], q)
+            for who in (name, "direct")
+        )
+        level = "1 stream" if streams == 1 else f"{streams} streams"
+        parts.append(f"{level} {label} {g:+.2f} ms (direct {d:+.2f})")
+    print("vs plain route: " + "; ".join(parts))
 
 
 def _share_below(values: list[float], bound: float) -> float:

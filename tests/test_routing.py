@@ -5,6 +5,7 @@ and small in-process upstreams (the end-to-end tests are in test_gateway_routing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -426,11 +427,21 @@ async def test_a_reply_with_a_tool_call_is_not_continued() -> None:
 
 async def test_an_in_band_error_mid_reply_without_continuation_reaches_the_client() -> None:
     failing = [MessageStart(id="x"), TextDelta("Once"), ErrorDelta("overloaded_error", "busy")]
-    router, ups = two_scripted([failing])  # continue_on_failure is off
-    attempts, _ = attempts_for(router, ups)
-    deltas = await collect(attempts, chat())
-    assert text_of(deltas) == "Once" and isinstance(deltas[-1], ErrorDelta)
-    assert ups["b"].requests == []
+    for translate in (True, False):
+        router, ups = two_scripted([failing])  # continue_on_failure is off
+        attempts, record = attempts_for(router, ups, translate=translate)
+        request = chat()
+        first = await attempts.open(request)
+        deltas: list[Delta] = []
+        with contextlib.suppress(StreamError):
+            async for _, more in routed_items(attempts, first, request):
+                deltas.extend(more)
+        assert text_of(deltas) == "Once" and ups["b"].requests == []
+        if translate:  # raised, for the relay to write in the client's protocol
+            assert not any(isinstance(d, ErrorDelta) for d in deltas)
+        else:  # passed through as the upstream sent it
+            assert isinstance(deltas[-1], ErrorDelta)
+        assert record.attempts[-1]["outcome"] == "error:overloaded"
 
 
 async def test_no_deployment_able_to_continue_ends_with_the_original_failure() -> None:
@@ -538,3 +549,15 @@ async def test_a_relay_that_never_starts_releases_its_attempt_when_dropped() -> 
     del items
     gc.collect()
     assert router.deployments[0].in_flight == 0
+
+
+async def test_a_request_does_not_wait_for_a_cooldown_to_end() -> None:
+    config = route_config([{"provider": "a", "model": "m"}], cooldown=30, cooldown_after=1)
+    router = ModelRouter(config.models["r"], config)
+    router.failed(router.deployments[0])
+    ups = {"a": Scripted("a")}
+    attempts, _ = attempts_for(router, ups)
+    with pytest.raises(StreamError) as caught:
+        await attempts.open(chat())
+    assert caught.value.code == "deployments_cooling_down" and ups["a"].requests == []
+    assert caught.value.retry_after is not None and 29 < caught.value.retry_after <= 30

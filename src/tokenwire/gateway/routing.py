@@ -210,9 +210,9 @@ class ModelRouter:
         for d in self.deployments:
             if need_prefill and d.prefill is None:
                 continue
-            at = max(ready[d.index], self.usable_at(d, now))
-            if at != math.inf:
-                usable.append((at, d))
+            if self.usable_at(d, now) > now:
+                continue  # cooling down, or another request probes it: not waited for
+            usable.append((ready[d.index], d))
         if not usable:
             return None
         now_ready = [d for at, d in usable if at <= now]
@@ -340,12 +340,13 @@ class Attempts:
             if picked is None or (overall is not None and picked[1] > overall):
                 if last is not None:
                     raise last
-                if picked is None and continuing:
+                if continuing:
                     raise _no_attempt_left(router.name)
-                raise router.cooling_error()
+                raise router.cooling_error()  # nothing was tried: all are resting
             deployed, at = picked
-            if at > now:  # a Retry-After, a backoff or a cooldown ends first
+            if at > now:  # its Retry-After or backoff ends before any other is ready
                 await _bounded(asyncio.sleep(at - now), None, self.receive)
+                continue  # choose again: things changed meanwhile
             if deployed.cooling_until and not deployed.probing:
                 deployed.probing = True  # the breaker's trial request after a cooldown
             self.left -= 1
@@ -627,11 +628,14 @@ async def routed_items(
             if failure is None:
                 attempts.release(attempt, None, delivered=progress.sent)
                 return
-            if not attempt.usage.output_tokens and progress.tokens > counted:
-                # Cut before its usage: what it sent counts (a piece is about a token).
-                attempt.usage = replace(attempt.usage, output_tokens=progress.tokens - counted)
+            sent = progress.tokens - counted
+            if sent and (attempt.usage.output_tokens or 0) < sent:
+                # Cut before it reported its output (Anthropic's start says 1): what it
+                # sent counts, a piece being about a token.
+                attempt.usage = replace(attempt.usage, output_tokens=sent)
             attempts.release(attempt, failure, delivered=progress.sent)
-            progress.before = _added(progress.before, attempt.usage)
+            if sent:  # an attempt that sent nothing adds nothing to the reply's usage
+                progress.before = _added(progress.before, attempt.usage)
             if not progress.sent:
                 if not retryable(failure):
                     raise failure
@@ -642,9 +646,8 @@ async def routed_items(
             if not (translate and attempts.continues and not progress.blocked) or not retryable(
                 failure
             ):
-                if in_band is not None and translate:
-                    yield None, [in_band]  # the upstream's own error event, translated
-                    return
+                # Told in the client's protocol (an in-band error too: the encoder knows
+                # one upstream's vocabulary, the failure may come from another's).
                 raise failure
             continuation = _continuation(chat, progress)
             attempt = await _reopen(attempts, continuation, failure, continuing=True)
