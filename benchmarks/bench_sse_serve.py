@@ -4,7 +4,8 @@ Both run on the same uvicorn settings (uvloop + httptools, one worker, no access
 with the same features switched on (15 s heartbeat, 30 s send timeout), and are read by
 the same fast raw-socket client running in another process (pinned to another core
 when there are two). Each server streams the same 182-byte OpenAI-style chunk, given
-as ``str`` data, as fast as it can.
+as ``str`` data (``--item``: or as each library's event object with an id, as a dict
+encoded to JSON, or as pre-encoded bytes), as fast as it can.
 
 Measured per implementation:
 
@@ -60,22 +61,53 @@ IMPLS = ["raw-asgi", "sse-starlette", "tokenwire", "tokenwire-sender"]
 # -- server process -------------------------------------------------------------------------
 
 
-def make_app(impl: str) -> Any:
+ITEMS = ("str", "sse", "json", "bytes")
+
+
+def item_maker(impl: str, item: str) -> Any:
+    """What a user of ``impl`` yields for the ``i``-th event of an ``item`` stream:
+    ``str``: the chunk; ``sse``: the library's own event object, with an id;
+    ``json``: the chunk as a dict (tokenwire encodes it; sse-starlette's users pass
+    ``json.dumps(obj)``, as its documentation does); ``bytes``: the whole event,
+    pre-encoded (both send bytes as they are)."""
+    if item == "str":
+        return lambda i: CHUNK
+    if item == "bytes":
+        whole = b"data: " + CHUNK.encode() + b"\n\n"
+        return lambda i: whole
+    if item == "json":
+        obj = json.loads(CHUNK)
+        if impl == "sse-starlette":
+            dumps = json.dumps
+            return lambda i: dumps(obj, separators=(",", ":"))
+        return lambda i: obj
+    if impl == "sse-starlette":
+        from sse_starlette import ServerSentEvent as StarletteEvent
+
+        return lambda i: StarletteEvent(data=CHUNK, id=str(i))
+    from tokenwire.sse import ServerSentEvent
+
+    return lambda i: ServerSentEvent(CHUNK, id=str(i))
+
+
+def make_app(impl: str, item: str = "str") -> Any:
     """A bare ASGI app (no router or middleware, so only the response classes differ):
     ``?n=N&pace=MS`` streams N events MS ms apart; ``n=0`` one event, then idle."""
     from urllib.parse import parse_qs
 
+    make = item_maker(impl, item)
+
     async def events(n: int, pace: float) -> Any:
         if pace:
-            for _ in range(n):
-                yield CHUNK
+            for i in range(n):
+                yield make(i)
                 await asyncio.sleep(pace)
         else:
-            for _ in range(n):
-                yield CHUNK
+            for i in range(n):
+                yield make(i)
 
     async def idle() -> Any:
-        yield CHUNK
+        yield make(0)
         await asyncio.sleep(3600)
 
     def params(scope: Any) -> tuple[int, float]:
@@ -87,12 +119,22 @@ def make_app(impl: str) -> Any:
     if impl == "raw-asgi":
         # The floor: the same generator written with bare ASGI sends (no heartbeat,
         # no send timeout, no disconnect handling).
+        import orjson
+
+        # The most direct encoding of each item type (the same items as tokenwire's).
+        encode: Any = {
+            "str": lambda x: b"data: " + x.encode() + b"\n\n",
+            "sse": lambda x: x.encode(),
+            "json": lambda x: b"data: " + orjson.dumps(x) + b"\n\n",
+            "bytes": lambda x: x,
+        }[item]
+
         async def app(scope: Any, receive: Any, send: Any) -> None:
             n, pace = params(scope)
             headers = [(b"content-type", b"text/event-stream")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            async for item in events(n, pace) if n else idle():
-                body = b"data: " + item.encode() + b"\n\n"
+            async for x in events(n, pace) if n else idle():
+                body = encode(x)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -141,12 +183,12 @@ def make_app(impl: str) -> Any:
     return app
 
 
-def run_server(impl: str, fd: int) -> None:
+def run_server(impl: str, fd: int, item: str) -> None:
     import uvicorn
 
     sock = socket.socket(fileno=fd)
     config = uvicorn.Config(
-        make_app(impl),
+        make_app(impl, item),
         loop="uvloop",
         http="httptools",
         lifespan="off",
@@ -228,14 +270,14 @@ def rss_bytes(pid: int) -> int:
 
 
 class Server:
-    def __init__(self, impl: str) -> None:
+    def __init__(self, impl: str, item: str = "str") -> None:
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(2048)
         self.port = self.listener.getsockname()[1]
         fd = self.listener.fileno()
-        cmd = [sys.executable, __file__, "--server", impl, "--fd", str(fd)]
+        cmd = [sys.executable, __file__, "--server", impl, "--fd", str(fd), "--item", item]
         self.proc = subprocess.Popen(pin(0) + cmd, pass_fds=[fd])
         self.listener.close()
         run_client_once(self.port, 1, 10, 0)  # waits until the server answers
@@ -332,9 +374,16 @@ def main() -> None:
     parser.add_argument("--pace-ms", type=int, default=20)
     parser.add_argument("--paced-rounds", type=int, default=11)
     parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument(
+        "--item",
+        choices=ITEMS,
+        default="str",
+        help="what the stream yields: str, sse (event objects with an id), json (dicts), "
+        "bytes (whole events); tokenwire-sender always sends text deltas",
+    )
     args = parser.parse_args()
     if args.server:
-        run_server(args.server, args.fd)
+        run_server(args.server, args.fd, args.item)
         return
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -353,7 +402,7 @@ def main() -> None:
     print(
         f"Python {platform.python_version()}, uvicorn {uvicorn.__version__} (uvloop, httptools), "
         f"sse-starlette {getattr(sse_starlette, '__version__', '?')}, {os.cpu_count()} CPUs; "
-        "server on CPU 0, client on CPU 1"
+        f"server on CPU 0, client on CPU 1; items: {args.item}"
     )
     impls = args.impls.split(",")
     servers: dict[str, Server] = {}
@@ -362,7 +411,7 @@ def main() -> None:
     instructions: dict[str, list[float]] = {impl: [] for impl in impls}
     try:
         for impl in impls:
-            servers[impl] = server = Server(impl)
+            servers[impl] = server = Server(impl, args.item)
             idle = idle_memory(server, args.idle_streams)
             one, _ = throughput(server, 1, args.one, args.repeat)
             many, cpu = throughput(server, 100, args.many, args.repeat)

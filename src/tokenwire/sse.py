@@ -51,7 +51,7 @@ class SSEDecodeError(ValueError):
         self.events: list[ServerSentEvent] = events if events is not None else []
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ServerSentEvent:
     """One dispatched event.
 
@@ -70,6 +70,23 @@ class ServerSentEvent:
     retry: int | None = None
     last_event_id: str = field(default="", compare=False, repr=False)
 
+    def __init__(
+        self,
+        data: str = "",
+        event: str = "message",
+        id: str | None = None,
+        retry: int | None = None,
+        last_event_id: str = "",
+    ) -> None:
+        # The frozen dataclass's generated __init__ goes through object.__setattr__ per
+        # field; the slot descriptors' setters cost a third of that (an event per item
+        # is the common way to stream). Still frozen: assigning an attribute raises.
+        _set_data(self, data)
+        _set_event(self, event)
+        _set_id(self, id)
+        _set_retry(self, retry)
+        _set_last_id(self, last_event_id)
+
     def json(self) -> Any:
         """Parse ``data`` as JSON."""
         return json.loads(self.data)
@@ -84,9 +101,22 @@ class ServerSentEvent:
         """
         data = self.data
         event = self.event
-        if self.id is None and self.retry is None and event == "message":
-            if "\n" not in data and "\r" not in data:
-                return b"data: " + data.encode() + b"\n\n"
+        eid = self.id
+        if self.retry is None and "\n" not in data and "\r" not in data:
+            # One line of data (every LLM chunk): one string, encoded once.
+            if eid is None:
+                if event == "message":
+                    return b"data: " + data.encode() + b"\n\n"
+                if "\n" not in event and "\r" not in event:
+                    return ("event: " + event + "\ndata: " + data + "\n\n").encode()
+            elif "\n" not in eid and "\r" not in eid and "\0" not in eid:
+                if event == "message":
+                    return ("id: " + eid + "\ndata: " + data + "\n\n").encode()
+                if "\n" not in event and "\r" not in event:
+                    return (
+                        "event: " + event + "\nid: " + eid + "\ndata: " + data + "\n\n"
+                    ).encode()
+        if eid is None and self.retry is None and event == "message":
             return _encode_data(data) + b"\n"
         out: list[str] = []
         if event != "message":
