@@ -193,10 +193,21 @@ def test_never_reading_clients_of_resumable_replies_hold_bounded_memory(
                 )
                 clients.append(sock)  # never read
             assert wait_until(lambda: len(done) == 20, 60), f"{len(done)} of 20 replies sent"
-            time.sleep(0.5)  # not a synchronization: lets the last events be buffered
+            # Measured once the gateway has relayed every reply into its log (the
+            # upstream having written them says nothing of a gateway slowed by load).
+            assert wait_until(lambda: _active_streams(gw.url) == 0, 60), "replies still relayed"
             grown = gw.status("VmRSS") - before
             for sock in clients:
                 sock.close()
         # 20 x 10 MB of events would be 200 MB kept (without the bound RSS grows about
         # 210 MB here); the log keeps at most 8 MiB (a few MB seen).
         assert grown < 50 * 1024, f"RSS grew {grown} KiB"
+
+
+def _active_streams(url: str) -> float:
+    """The gateway's ``tokenwire_active_streams`` (replies being relayed now)."""
+    text = httpx2.get(url + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("tokenwire_active_streams "):
+            return float(line.split()[1])
+    raise AssertionError("no tokenwire_active_streams in /metrics")
