@@ -59,9 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,10 +72,19 @@ from bench_gateway import (
     _PREFIX,
     _ROLE,
     _chunk,
+    _Client,
+    _events,
     _free_port,
     _percentile,
     _pin,
-    _use_uvloop,
+    _pinning,
+    _read_request,
+    _run_role,
+    _serve_cmd,
+    _serve_mock,
+    _serve_rounds,
+    _start_mock,
+    _stop,
     _wait_http,
 )
 
@@ -87,9 +94,6 @@ PACE = 0.020
 LEVELS = (1, 10, 50)
 ROUNDS = {1: 30, 10: 10, 50: 4}
 QUICK_ROUNDS = {1: 6, 10: 2, 50: 1}
-
-GATEWAY_CORE = 0
-LOAD_CORE = 1
 
 TEXTS = [f"w{i} " for i in range(CHUNKS)]
 FULL = "".join(TEXTS)
@@ -153,12 +157,8 @@ async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
     loop = asyncio.get_running_loop()
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            body = json.loads(await reader.readexactly(length)) if length else {}
+            _, raw = await _read_request(reader)
+            body = json.loads(raw) if raw else {}
             prefill = _prefill_of(body)
             pieces = TEXTS if prefill is None else _rest(prefill)
             if pieces is None:
@@ -194,10 +194,7 @@ async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 async def _mock_main(port: int) -> None:
-    server = await asyncio.start_server(_mock_connection, "127.0.0.1", port, backlog=1024)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
+    await _serve_mock(_mock_connection, port)
 
 
 # --- lean client ---------------------------------------------------------------------
@@ -206,78 +203,31 @@ async def _mock_main(port: int) -> None:
 async def _one_stream(port: int, request: bytes) -> dict[str, Any]:
     """One streaming request: its start, the content pieces and their receive times
     (ns), the finish reasons, whether ``[DONE]`` came, and any error event."""
-    clock = time.perf_counter_ns
-    started = clock()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.perf_counter_ns()
     received: list[int] = []
     texts: list[str] = []
     finishes: list[str] = []
     errors: list[str] = []
     done = False
-    try:
-        writer.write(request)
-        raw = b""
-        while b"\r\n\r\n" not in raw:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("connection closed before the response head")
-            raw += data
-        head, _, raw = raw.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
-        chunked = b"transfer-encoding: chunked" in head.lower()
-        now = clock()
-        events = b""
-        ended = False
-        while not ended:
-            if chunked:  # de-chunk what is complete, then split whole events off
-                while True:
-                    eol = raw.find(b"\r\n")
-                    if eol < 0:
-                        break
-                    size = int(raw[:eol], 16)
-                    if size == 0:
-                        ended = True
-                        break
-                    end = eol + 2 + size
-                    if len(raw) < end + 2:
-                        break
-                    events += raw[eol + 2 : end]
-                    raw = raw[end + 2 :]
-            else:
-                events, raw = events + raw, b""
-            while True:
-                cut = events.find(b"\n\n")
-                if cut < 0:
-                    break
-                event, events = events[:cut], events[cut + 2 :]
-                data_at = event.find(b"data: ")
-                if data_at < 0:
-                    continue  # a comment (heartbeat)
-                payload = event[data_at + 6 :]
-                if payload == b"[DONE]":
-                    done = ended = True
-                    continue
-                obj = json.loads(payload)
-                if "error" in obj:
-                    errors.append(json.dumps(obj["error"])[:200])
-                    continue
-                for choice in obj.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        received.append(now)
-                        texts.append(text)
-                    if choice.get("finish_reason"):
-                        finishes.append(choice["finish_reason"])
-            if ended:
-                break
-            data = await reader.read(65536)
-            now = clock()
-            if not data:
-                break
-            raw += data
-    finally:
-        writer.close()
+    async for now, event in _events(port, request):
+        data_at = event.find(b"data: ")
+        if data_at < 0:
+            continue  # a comment (heartbeat)
+        payload = event[data_at + 6 :]
+        if payload == b"[DONE]":
+            done = True
+            break
+        obj = json.loads(payload)
+        if "error" in obj:
+            errors.append(json.dumps(obj["error"])[:200])
+            continue
+        for choice in obj.get("choices") or ():
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                received.append(now)
+                texts.append(text)
+            if choice.get("finish_reason"):
+                finishes.append(choice["finish_reason"])
     return {
         "started": started,
         "received": received,
@@ -347,20 +297,8 @@ async def _client_round(port: int, streams: int, path: str) -> dict[str, Any]:
 
 
 def _client_main() -> None:
-    """Rounds on request: one JSON line in (``{"port", "streams", "path"}``), one out."""
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
-            if not line:
-                return
-            order = json.loads(line)
-            result = await _client_round(order["port"], order["streams"], order["path"])
-            sys.stdout.write(json.dumps(result) + "\n")
-            sys.stdout.flush()
-
-    asyncio.run(serve())
+    """Rounds of ``{"port", "streams", "path"}``."""
+    _serve_rounds(lambda order: _client_round(order["port"], order["streams"], order["path"]))
 
 
 # --- coordinator ---------------------------------------------------------------------
@@ -390,20 +328,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
     args = parser.parse_args()
-    if args.role == "mock":
-        _use_uvloop()
-        asyncio.run(_mock_main(args.port))
-        return
-    if args.role == "client":
-        _use_uvloop()
-        _client_main()
+    if _run_role(args.role, args.port, _mock_main, _client_main):
         return
 
-    pinned = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
-    gateway_core = GATEWAY_CORE if pinned else None
-    load_core = LOAD_CORE if pinned else None
-    if pinned:
-        os.sched_setaffinity(0, {LOAD_CORE})
+    gateway_core, load_core = _pinning()
+    pinned = gateway_core is not None
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
     here = str(Path(__file__).resolve())
     mock_port, gateway_port = _free_port(), _free_port()
@@ -413,28 +342,8 @@ def main() -> None:
         config = Path(tmp) / "tokenwire.toml"
         config.write_text(_config(mock_port))
         try:
-            mock = subprocess.Popen(
-                [sys.executable, here, "--role", "mock", "--port", str(mock_port)],
-                stdout=subprocess.PIPE,
-                text=True,
-                preexec_fn=_pin(load_core),
-            )
-            procs.append(mock)
-            assert mock.stdout is not None and mock.stdout.readline().strip() == "ready"
-            gateway_cmd = [
-                sys.executable,
-                "-m",
-                "tokenwire",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(gateway_port),
-                "--workers",
-                "1",
-                "--log-level",
-                "warning",
-            ]
+            procs.append(_start_mock(here, mock_port, load_core))
+            gateway_cmd = _serve_cmd(config, gateway_port)
             procs.append(
                 subprocess.Popen(
                     gateway_cmd,
@@ -445,26 +354,12 @@ def main() -> None:
                 )
             )
             _wait_http(gateway_port, "/healthz")
-            client = subprocess.Popen(
-                [sys.executable, here, "--role", "client"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                preexec_fn=_pin(load_core),
-            )
-            procs.append(client)
+            client = _Client(here, load_core)
+            procs.append(client.proc)
 
             def run_round(path: str, streams: int) -> dict[str, Any]:
-                assert client.stdin is not None and client.stdout is not None
                 port = mock_port if path == "direct" else gateway_port
-                order = {"port": port, "streams": streams, "path": path}
-                client.stdin.write(json.dumps(order) + "\n")
-                client.stdin.flush()
-                line = client.stdout.readline()
-                if not line:
-                    raise SystemExit("the client process died")
-                result: dict[str, Any] = json.loads(line)
-                return result
+                return client.round({"port": port, "streams": streams, "path": path})
 
             print(
                 f"gateway: {' '.join(['tokenwire', *gateway_cmd[3:]])}\n"
@@ -493,14 +388,7 @@ def main() -> None:
                         time.sleep(0.05)
             elapsed = time.monotonic() - began
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            _stop(procs)
     _report(collected, elapsed, rounds)
 
 

@@ -69,6 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -182,17 +183,22 @@ _G_END = (
 )
 
 
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The next request's head and body on a keep-alive connection (Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return head, await reader.readexactly(length) if length else b""
+
+
 async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     loop = asyncio.get_running_loop()
     clock = time.perf_counter_ns
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            body = await reader.readexactly(length) if length else b""
+            head, body = await _read_request(reader)
             responses = head.startswith(b"POST /v1/responses")
             gemini = head.startswith(b"POST /v1beta/")
             start = loop.time()
@@ -227,27 +233,29 @@ async def _mock_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
 
 
-async def _mock_main(port: int) -> None:
-    server = await asyncio.start_server(_mock_connection, "127.0.0.1", port, backlog=1024)
+async def _serve_mock(
+    connection: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], port: int
+) -> None:
+    """Serve ``connection`` on ``port``; say ``ready`` once listening."""
+    server = await asyncio.start_server(connection, "127.0.0.1", port, backlog=1024)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()
 
 
+async def _mock_main(port: int) -> None:
+    await _serve_mock(_mock_connection, port)
+
+
 # --- lean client ---------------------------------------------------------------------
 
 
-async def _one_stream(port: int, request: bytes, marker: bytes) -> tuple[int, list[int], list[int]]:
-    """One streaming request: (start, [receive times], [mock send times]) in ns, for
-    the content chunks: the events with ``marker`` (where a piece of text starts, in
-    the protocol's field for it; a Responses stream's done and completed events carry
-    the whole text in ``"text"`` fields, which are not chunks)."""
+async def _events(port: int, request: bytes) -> AsyncIterator[tuple[int, bytes]]:
+    """Send ``request`` on a new connection and yield each SSE event of the 200
+    response (without its blank line, CRLFs made LFs) with the time its bytes arrived
+    (ns), until the body ends; the caller stops at its protocol's end marker."""
     clock = time.perf_counter_ns
-    started = clock()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    received: list[int] = []
-    sent: list[int] = []
-    skip = len(marker)  # the send time follows the marker (which ends with its "t")
     try:
         writer.write(request)
         raw = b""
@@ -262,8 +270,8 @@ async def _one_stream(port: int, request: bytes, marker: bytes) -> tuple[int, li
         chunked = b"transfer-encoding: chunked" in head.lower()
         now = clock()
         events = b""
-        done = False
-        while not done:
+        ended = False
+        while True:
             # De-chunk what is complete, then split whole events off.
             if chunked:
                 while True:
@@ -272,7 +280,7 @@ async def _one_stream(port: int, request: bytes, marker: bytes) -> tuple[int, li
                         break
                     size = int(raw[:eol], 16)
                     if size == 0:
-                        done = True
+                        ended = True
                         break
                     end = eol + 2 + size
                     if len(raw) < end + 2:
@@ -288,22 +296,35 @@ async def _one_stream(port: int, request: bytes, marker: bytes) -> tuple[int, li
                 if cut < 0:
                     break
                 event, events = events[:cut], events[cut + 2 :]
-                at = event.find(marker)
-                if at >= 0:
-                    stop = event.index(b" ", at)
-                    received.append(now)
-                    sent.append(int(event[at + skip : stop]))
-                elif event.startswith(b"data: [DONE]") or b"response.completed" in event:
-                    done = True
-            if done:
-                break
+                yield now, event
+            if ended:
+                return
             data = await reader.read(65536)
             now = clock()
             if not data:
-                break
+                return
             raw += data
     finally:
         writer.close()
+
+
+async def _one_stream(port: int, request: bytes, marker: bytes) -> tuple[int, list[int], list[int]]:
+    """One streaming request: (start, [receive times], [mock send times]) in ns, for
+    the content chunks: the events with ``marker`` (where a piece of text starts, in
+    the protocol's field for it; a Responses stream's done and completed events carry
+    the whole text in ``"text"`` fields, which are not chunks)."""
+    started = time.perf_counter_ns()
+    received: list[int] = []
+    sent: list[int] = []
+    skip = len(marker)  # the send time follows the marker (which ends with its "t")
+    async for now, event in _events(port, request):
+        at = event.find(marker)
+        if at >= 0:
+            stop = event.index(b" ", at)
+            received.append(now)
+            sent.append(int(event[at + skip : stop]))
+        elif event.startswith(b"data: [DONE]") or b"response.completed" in event:
+            break
     if len(received) != CHUNKS:
         raise ConnectionError(f"got {len(received)} of {CHUNKS} content chunks")
     return started, received, sent
@@ -359,8 +380,8 @@ async def _client_round(port: int, streams: int, route: str = "chat") -> dict[st
     return {"ttft": ttft, "gaps": gaps, "latency": latency, "errors": errors}
 
 
-def _client_main() -> None:
-    """Rounds on request: one JSON line in (``{"port", "streams"}``), one out."""
+def _serve_rounds(run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+    """The client process: rounds on request, one JSON line in (the order), one out."""
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
@@ -368,12 +389,110 @@ def _client_main() -> None:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line:
                 return
-            order = json.loads(line)
-            result = await _client_round(order["port"], order["streams"], order["route"])
+            result = await run(json.loads(line))
             sys.stdout.write(json.dumps(result) + "\n")
             sys.stdout.flush()
 
     asyncio.run(serve())
+
+
+def _client_main() -> None:
+    """Rounds of ``{"port", "streams", "route"}``."""
+    _serve_rounds(lambda order: _client_round(order["port"], order["streams"], order["route"]))
+
+
+def _run_role(
+    role: str | None,
+    port: int | None,
+    mock_main: Callable[[int], Coroutine[Any, Any, None]],
+    client_main: Callable[[], None],
+) -> bool:
+    """Run this process as the mock or the client if ``role`` says so (True then)."""
+    if role == "mock":
+        assert port is not None
+        _use_uvloop()
+        asyncio.run(mock_main(port))
+        return True
+    if role == "client":
+        _use_uvloop()
+        client_main()
+        return True
+    return False
+
+
+def _pinning() -> tuple[int | None, int | None]:
+    """(gateway core, load core) on a machine with two cores or more, this process
+    moved to the load core; (None, None) elsewhere."""
+    if not (hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2):
+        return None, None
+    os.sched_setaffinity(0, {LOAD_CORE})
+    return GATEWAY_CORE, LOAD_CORE
+
+
+def _start_mock(script: str, port: int, core: int | None) -> subprocess.Popen[str]:
+    """``script --role mock`` on ``core``, once it says it is ready."""
+    mock = subprocess.Popen(
+        [sys.executable, script, "--role", "mock", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_pin(core),
+    )
+    assert mock.stdout is not None and mock.stdout.readline().strip() == "ready"
+    return mock
+
+
+class _Client:
+    """The client process (``script --role client`` on ``core``), one round per call."""
+
+    def __init__(self, script: str, core: int | None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--role", "client"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=_pin(core),
+        )
+
+    def round(self, order: dict[str, Any]) -> dict[str, Any]:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(json.dumps(order) + "\n")
+        stdin.flush()
+        line = stdout.readline()
+        if not line:
+            raise SystemExit("the client process died")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    """Terminate ``procs`` (the last started first), killing what does not exit."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _serve_cmd(config: Path, port: int) -> list[str]:
+    """``tokenwire serve`` with one worker on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "tokenwire",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+    ]
 
 
 # --- coordinator ---------------------------------------------------------------------
@@ -442,20 +561,11 @@ def main() -> None:
         help="also measure the gateway of another tokenwire checkout (before/after)",
     )
     args = parser.parse_args()
-    if args.role == "mock":
-        _use_uvloop()
-        asyncio.run(_mock_main(args.port))
-        return
-    if args.role == "client":
-        _use_uvloop()
-        _client_main()
+    if _run_role(args.role, args.port, _mock_main, _client_main):
         return
 
-    pinned = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
-    gateway_core = GATEWAY_CORE if pinned else None
-    load_core = LOAD_CORE if pinned else None
-    if pinned:
-        os.sched_setaffinity(0, {LOAD_CORE})
+    gateway_core, load_core = _pinning()
+    pinned = gateway_core is not None
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
     here = str(Path(__file__).resolve())
     mock_port, gateway_port, baseline_port = _free_port(), _free_port(), _free_port()
@@ -504,30 +614,10 @@ def main() -> None:
                     f"[models.mockc]\n{deployments}continue_on_failure = true\n\n"
                 )
         try:
-            mock = subprocess.Popen(
-                [sys.executable, here, "--role", "mock", "--port", str(mock_port)],
-                stdout=subprocess.PIPE,
-                text=True,
-                preexec_fn=_pin(load_core),
-            )
-            procs.append(mock)
-            assert mock.stdout is not None and mock.stdout.readline().strip() == "ready"
+            procs.append(_start_mock(here, mock_port, load_core))
 
             def start_gateway(port: int, src: str | None) -> list[str]:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "tokenwire",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                    "--log-level",
-                    "warning",
-                ]
+                cmd = _serve_cmd(config, port)
                 env = dict(os.environ)
                 if src is not None:
                     env["PYTHONPATH"] = str(Path(src).resolve() / "src")
@@ -547,26 +637,11 @@ def main() -> None:
             if args.baseline:
                 start_gateway(baseline_port, args.baseline)
             _wait_http(gateway_port, "/healthz")
-            client = subprocess.Popen(
-                [sys.executable, here, "--role", "client"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                preexec_fn=_pin(load_core),
-            )
-            procs.append(client)
-            assert client.stdin is not None and client.stdout is not None
+            client = _Client(here, load_core)
+            procs.append(client.proc)
 
             def run_round(port: int, streams: int, route: str) -> dict[str, Any]:
-                assert client.stdin is not None and client.stdout is not None
-                order = {"port": port, "streams": streams, "route": route}
-                client.stdin.write(json.dumps(order) + "\n")
-                client.stdin.flush()
-                line = client.stdout.readline()
-                if not line:
-                    raise SystemExit("the client process died")
-                result: dict[str, Any] = json.loads(line)
-                return result
+                return client.round({"port": port, "streams": streams, "route": route})
 
             print(
                 f"gateway: {' '.join(['tokenwire', *gateway_cmd[3:]])}\n"
@@ -610,14 +685,7 @@ def main() -> None:
                             time.sleep(0.05)
             elapsed = time.monotonic() - began
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            _stop(procs)
     for route in routes:
         print(f"\n=== route: {_ROUTE_TITLES[route]} ===")
         _report(collected, elapsed, route, "gateway")
