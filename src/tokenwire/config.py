@@ -546,8 +546,11 @@ def _seconds(table: Mapping[str, Any], key: str, place: str) -> float | None:
     return float(value)
 
 
-def _positive_int(table: Mapping[str, Any], key: str, place: str) -> int:
-    value = table.get(key, getattr(_DEFAULT_GATEWAY, key))
+def _positive_int(
+    table: Mapping[str, Any], key: str, place: str, default: int | None = None
+) -> int:
+    """``table[key]``, a positive integer (absent: ``default``, else the gateway's)."""
+    value = table.get(key, getattr(_DEFAULT_GATEWAY, key) if default is None else default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{place}: {key} must be a positive integer, not {value!r}")
     return value
@@ -698,9 +701,7 @@ def _model_route(
     if not isinstance(keep_going, bool):
         raise ConfigError(f"{place}: continue_on_failure must be true or false")
     cooldown = _seconds(table, "cooldown", place)
-    after = table.get("cooldown_after", 3)
-    if isinstance(after, bool) or not isinstance(after, int) or after < 1:
-        raise ConfigError(f"{place}: cooldown_after must be a positive integer, not {after!r}")
+    after = _positive_int(table, "cooldown_after", place, default=3)
     return ModelRoute(
         name,
         provider,

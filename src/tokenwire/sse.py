@@ -78,9 +78,9 @@ class ServerSentEvent:
         retry: int | None = None,
         last_event_id: str = "",
     ) -> None:
-        # The frozen dataclass's generated __init__ goes through object.__setattr__ per
-        # field; the slot descriptors' setters cost a third of that (an event per item
-        # is the common way to stream). Still frozen: assigning an attribute raises.
+        # Not the generated frozen __init__ (object.__setattr__ per field): the slot
+        # setters below cost a third of that, and an event per item is the common way
+        # to stream. Still frozen: assigning an attribute raises.
         _set_data(self, data)
         _set_event(self, event)
         _set_id(self, id)
@@ -162,9 +162,9 @@ def encode_comment(text: str = "") -> bytes:
     return f": {text}\n".encode() if text else b":\n"
 
 
-# Fast construction of the frozen dataclass for the decoder's hot path: the generated
-# frozen __init__ goes through object.__setattr__ four times; the slot descriptors'
-# own setters cost less than half as much. Same object, same immutability for users.
+# The slot descriptors' own setters: a frozen dataclass's object.__setattr__ refuses
+# them. ServerSentEvent.__init__ uses them; the decoder's hot path goes one step
+# further (_make_event: no type call, no keyword defaults, about 15% less).
 _new_object = object.__new__
 _set_data = ServerSentEvent.__dict__["data"].__set__
 _set_event = ServerSentEvent.__dict__["event"].__set__

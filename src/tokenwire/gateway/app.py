@@ -226,13 +226,13 @@ class Gateway(StoredReplies):
             router = self._routers[model] = ModelRouter(route, self.config)
         return router
 
-    def _routed_upstreams(self, router: ModelRouter) -> list[Upstream]:
-        """The upstreams of ``router``'s deployments that can be built (one whose key
-        variable is unset fails its attempts instead)."""
+    def _routed_upstreams(self, router: ModelRouter) -> list[tuple[str, Upstream]]:
+        """The upstream model names and upstreams of ``router``'s deployments that can
+        be built (one whose key variable is unset fails its attempts instead)."""
         found = []
         for deployed in router.deployments:
             try:
-                found.append(self._upstream(deployed.provider))
+                found.append((deployed.model, self._upstream(deployed.provider)))
             except StreamError:
                 continue
         if not found:
@@ -371,12 +371,12 @@ class Gateway(StoredReplies):
             else:
                 # Checked against every deployment: any of them may serve the request.
                 candidates = self._routed_upstreams(router)
-                upstream, upstream_model = candidates[0], router.deployments[0].model
+                upstream_model, upstream = candidates[0]
                 timeouts = router.timeouts
                 translate = router.route.continue_on_failure
                 passthrough = not translate and upstream.protocol == protocol
                 lost: dict[str, None] = {}
-                for candidate in candidates:
+                for _, candidate in candidates:
                     if translate or candidate.protocol != protocol:
                         lost.update(dict.fromkeys(_translated(chat, candidate)))
                 dropped = list(lost)
@@ -438,8 +438,6 @@ class Gateway(StoredReplies):
                 first = await attempts.open(outgoing)
                 attempts.receive = None  # the response watches the client from now on
                 upstream, passthrough = first.upstream, first.raw
-                record.upstream = upstream.name
-                record.protocol = upstream.protocol
                 items = routed_items(attempts, first, outgoing)
                 # A response that never starts its body never runs the relay: the
                 # attempt is released when the relay is dropped.
@@ -564,8 +562,6 @@ class Gateway(StoredReplies):
                 first = await attempts.open(outgoing)
                 upstream = first.upstream
                 secret = upstream.secret
-                record.upstream = upstream.name
-                record.protocol = upstream.protocol
 
                 def switched(now: Upstream) -> None:
                     nonlocal upstream, secret
@@ -729,7 +725,7 @@ class Gateway(StoredReplies):
         for router in self._routers.values():  # states change with time: read them now
             now = router.now()
             for deployed in router.deployments:
-                labels = (router.name[:_MAX_LABEL], deployed.label[:_MAX_LABEL])
+                labels = (router.name, deployed.label)  # configured names, as in attempts
                 current = deployed.state(now)
                 for state in STATES:
                     metrics.deployment_state.set(float(state == current), *labels, state)

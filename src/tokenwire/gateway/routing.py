@@ -43,16 +43,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from tokenwire.config import Config, ConfigError, ModelRoute, Timeouts
+from tokenwire.config import Config, ModelRoute, Timeouts
 from tokenwire.control import guard
 from tokenwire.errors import DropConnection, StreamError
 from tokenwire.gateway.relay import Upstream, _bounded, _Late, _start_open
+from tokenwire.llm._state import apply_usage
 from tokenwire.llm.accumulate import error_from_delta
 from tokenwire.llm.model import (
     Delta,
@@ -192,13 +192,6 @@ class ModelRouter:
         if deployed.failures >= route.cooldown_after and route.cooldown > 0:
             deployed.cooling_until = self.now() + route.cooldown
 
-    def usable_at(self, deployed: Deployed, now: float) -> float:
-        """When the breaker lets a request through: now, the end of its cooldown, or
-        never while another request probes it."""
-        if deployed.probing:
-            return math.inf
-        return max(now, deployed.cooling_until)
-
     # -- choosing -----------------------------------------------------------------
 
     def pick(
@@ -210,7 +203,7 @@ class ModelRouter:
         for d in self.deployments:
             if need_prefill and d.prefill is None:
                 continue
-            if self.usable_at(d, now) > now:
+            if d.state(now) != "up":
                 continue  # cooling down, or another request probes it: not waited for
             usable.append((ready[d.index], d))
         if not usable:
@@ -279,6 +272,7 @@ class Attempt:
 
 
 Opener = Callable[[str], Upstream]
+"""The upstream of a provider name (raises ``StreamError`` if it cannot be built)."""
 
 
 class Attempts:
@@ -365,10 +359,9 @@ class Attempts:
     async def _open_on(
         self, deployed: Deployed, chat: ChatRequest, continuing: bool, started: float
     ) -> Attempt:
-        try:
-            upstream = self._upstream_of(deployed.provider)
-        except ConfigError as exc:  # e.g. the key variable is unset: the next may work
-            raise StreamError("api_error", f"gateway configuration: {exc}", status=500) from None
+        # A provider that cannot be built (its key variable unset) raises a 500 here:
+        # a failed attempt like any other, the next deployment may work.
+        upstream = self._upstream_of(deployed.provider)
         raw = not self.translate and upstream.protocol == self.protocol
         outgoing = replace(
             chat,
@@ -403,7 +396,10 @@ class Attempts:
         attempt = Attempt(deployed, upstream, items, raw, started, continuing)
         previous = self.current
         self.current = attempt
-        if previous is not None and self.on_switch is not None:
+        if previous is None:  # the reply begins here: its labels and errors are this one's
+            self.record.upstream = upstream.name
+            self.record.protocol = upstream.protocol
+        elif self.on_switch is not None:
             self.on_switch(upstream)
         return attempt
 
@@ -526,23 +522,6 @@ def _added(a: Usage, b: Usage) -> Usage:
             a.cache_creation_input_tokens, b.cache_creation_input_tokens
         ),
         reasoning_tokens=add(a.reasoning_tokens, b.reasoning_tokens),
-    )
-
-
-def _updated(usage: Usage, new: Usage) -> Usage:
-    """``usage`` with the fields ``new`` reports (a UsageDelta's counts are so far)."""
-    return Usage(
-        input_tokens=new.input_tokens if new.input_tokens is not None else usage.input_tokens,
-        output_tokens=new.output_tokens if new.output_tokens is not None else usage.output_tokens,
-        cache_read_input_tokens=new.cache_read_input_tokens
-        if new.cache_read_input_tokens is not None
-        else usage.cache_read_input_tokens,
-        cache_creation_input_tokens=new.cache_creation_input_tokens
-        if new.cache_creation_input_tokens is not None
-        else usage.cache_creation_input_tokens,
-        reasoning_tokens=new.reasoning_tokens
-        if new.reasoning_tokens is not None
-        else usage.reasoning_tokens,
     )
 
 
@@ -725,7 +704,7 @@ def _continued(
         elif kind is MessageStart:
             usage = delta.usage  # type: ignore[union-attr]
             if usage is not None:
-                attempt.usage = _updated(attempt.usage, usage)
+                apply_usage(attempt.usage, usage)
             if continuing:  # the client has its start; only the usage goes on
                 if usage is not None:
                     out.append(UsageDelta(_added(progress.before, attempt.usage)))
@@ -733,7 +712,7 @@ def _continued(
             if progress.before != Usage() and usage is not None:
                 delta = replace(delta, usage=_added(progress.before, attempt.usage))  # type: ignore[arg-type]
         elif kind is UsageDelta:
-            attempt.usage = _updated(attempt.usage, delta.usage)  # type: ignore[union-attr,arg-type]
+            apply_usage(attempt.usage, delta.usage)  # type: ignore[union-attr,arg-type]
             if progress.before != Usage():
                 delta = UsageDelta(_added(progress.before, attempt.usage))
         out.append(delta)

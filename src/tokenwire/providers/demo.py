@@ -240,7 +240,8 @@ class DemoProvider:
         # A final assistant message is a prefill: the reply goes on from it, as the one
         # without it would have (what a gateway continuing a cut reply relies on).
         prefill = _prefill_of(request)
-        input_tokens = len(prefill.split())
+        prefill_words = len(prefill.split())
+        input_tokens = prefill_words
         if prefill:
             request = dataclasses.replace(request, messages=request.messages[:-1])
         digest = hashlib.blake2b(digest_size=16)
@@ -280,7 +281,7 @@ class DemoProvider:
         planned = request
         if prefill and request.max_tokens is not None:
             # The whole reply's length, of which the prefill is the start.
-            pieces_so_far = len(prefill.split()) + prefill.count(_PARAGRAPH)
+            pieces_so_far = prefill_words + prefill.count(_PARAGRAPH)
             planned = dataclasses.replace(request, max_tokens=request.max_tokens + pieces_so_far)
         pieces = _plan(planned, rng, temperature, fault.after + 1 if fault else 0)
         if prefill:
