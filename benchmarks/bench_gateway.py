@@ -89,6 +89,11 @@ arrive (no validation, deadlines, decoding or metrics), pinned like the gateway,
 chat route: what any gateway on this server and HTTP client costs at least. Every
 server's report also prints its CPU per stream (its process tree, median of rounds).
 
+granian (``--granian``): the same gateway (``tokenwire.gateway.app:create_app``) served by
+granian instead of uvicorn (``pip install granian``; not a tokenwire dependency),
+pinned like the gateway and interleaved, with the number of tracebacks its workers
+logged.
+
 LiteLLM (``--litellm``): a third target in the same rounds, the LiteLLM proxy with one
 worker (``litellm --num_workers 1``), pinned like a one-worker gateway (core 0),
 routing the model ``mock`` to the same mock as an OpenAI-compatible provider; chat
@@ -550,6 +555,36 @@ def _serve_cmd(config: Path, port: int, workers: int = 1) -> list[str]:
     ]
 
 
+def _granian_cmd(port: int, workers: int) -> list[str]:
+    """The gateway on granian (its fastest settings for this: one single-threaded
+    runtime per worker, uvloop), one worker unless told."""
+    exe = Path(sys.executable).with_name("granian")
+    if not exe.exists():
+        raise SystemExit("--granian: granian is not installed (pip install granian)")
+    return [
+        str(exe),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--runtime-mode",
+        "st",
+        "--no-ws",
+        "--backlog",
+        "4096",
+        "--log-level",
+        "warning",
+        "tokenwire.gateway.app:create_app",
+    ]
+
+
 # --- coordinator ---------------------------------------------------------------------
 
 
@@ -890,6 +925,12 @@ def main() -> None:
         help="also measure the gateway of another tokenwire checkout (before/after)",
     )
     parser.add_argument(
+        "--granian",
+        action="store_true",
+        help="also measure the same gateway served by granian (pip install granian) "
+        "instead of uvicorn, interleaved",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also measure the floor of a Python proxy (_floor_proxy.py: bare ASGI on "
@@ -941,7 +982,7 @@ def main() -> None:
     fd_limit = _raise_fd_limit()
     place = _Placement(args.workers)
     rounds = {n: _rounds(n, args.quick) for n in levels}
-    servers = 1 + bool(args.baseline) + bool(args.litellm) + bool(args.floor)
+    servers = 1 + bool(args.baseline) + bool(args.litellm) + bool(args.floor) + bool(args.granian)
     # The mock holds the most: the direct streams, and each server's upstream pool.
     fd_needed = levels[-1] * (servers + 1) + 256
     connections = max(4096, 4 * levels[-1])
@@ -952,6 +993,7 @@ def main() -> None:
         "baseline": _free_port(),
         "litellm": _free_port(),
         "floor": _free_port(),
+        "granian": _free_port(),
     }
     procs: list[subprocess.Popen[str]] = []
     serving: dict[str, subprocess.Popen[str]] = {}
@@ -983,6 +1025,21 @@ def main() -> None:
             gateway_cmd = start_gateway("gateway", None)
             if args.baseline:
                 start_gateway("baseline", args.baseline)
+            granian_log = Path(tmp) / "granian.log"
+            if args.granian:
+                # The gateway's app factory, its configuration from the environment.
+                served = subprocess.Popen(
+                    _granian_cmd(ports["granian"], args.workers),
+                    stdout=subprocess.DEVNULL,
+                    stderr=granian_log.open("w"),
+                    text=True,
+                    preexec_fn=_affinity(place.gateway),
+                    cwd=tmp,
+                    env={**os.environ, "TOKENWIRE_CONFIG": str(config)},
+                )
+                procs.append(served)
+                serving["granian"] = served
+                _wait_http(ports["granian"], "/healthz")
             if args.floor:
                 floor = subprocess.Popen(
                     [
@@ -1054,6 +1111,8 @@ def main() -> None:
                     names.append("litellm")
                 if args.floor and route == "chat":
                     names.append("floor")
+                if args.granian:
+                    names.append("granian")
                 return names
 
             where = place.describe(args.litellm)
@@ -1124,6 +1183,8 @@ def main() -> None:
                                 _settle(trees[name])
                             time.sleep(0.05)
             elapsed = time.monotonic() - began
+            # What granian's workers logged (tracebacks: errors in the app under it).
+            granian_errors = granian_log.read_text().count("Traceback") if args.granian else 0
         finally:
             _stop(procs)
     tail = "one worker" if args.workers == 1 else f"--workers {args.workers}"
@@ -1137,6 +1198,12 @@ def main() -> None:
             _report(collected, elapsed, route, "baseline", levels, idle["baseline"], args.workers)
             if route in _ROUTED and "chat" in routes:
                 _versus_plain(collected, route, "baseline", levels)
+        if args.granian:
+            print(
+                f"\n=== route: {route}; granian: the same gateway served by granian ({tail}); "
+                f"{granian_errors} tracebacks in its log ==="
+            )
+            _report(collected, elapsed, route, "granian", levels, idle["granian"], args.workers)
         if args.floor and route == "chat":
             print(f"\n=== route: {route}; floor: a bare-ASGI aiohttp proxy ({tail}) ===")
             _report(collected, elapsed, route, "floor", levels, idle["floor"], None)
