@@ -287,9 +287,15 @@ class _Stream:
             self.ping_task = None
 
     # The disconnect watcher is the server's own receive() run as a task, with a
-    # done-callback (no wrapper coroutine: less memory per open stream).
+    # done-callback (no wrapper coroutine where receive() gives a coroutine, as on
+    # uvicorn: less memory per open stream).
     def watch(self, receive: Receive) -> None:
-        watcher = self.watcher = asyncio.ensure_future(receive(), loop=self.loop)
+        awaitable = receive()
+        if not asyncio.iscoroutine(awaitable):
+            # Another server's own awaitable (granian's is future-like, yet gather()
+            # fails on it once cancelled): awaited from a task, it behaves like a task.
+            awaitable = _awaited(awaitable)
+        watcher = self.watcher = self.loop.create_task(awaitable)
         watcher.add_done_callback(self.on_receive)
 
     def on_receive(self, watcher: asyncio.Future[Message]) -> None:
@@ -305,6 +311,10 @@ class _Stream:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+async def _awaited(awaitable: Awaitable[Message]) -> Message:
+    return await awaitable
 
 
 _PING = encode_comment("ping")
