@@ -1,34 +1,47 @@
 """Serving benchmark: tokenwire's EventStreamResponse vs sse-starlette's EventSourceResponse.
 
-Both run on the same uvicorn settings (uvloop + httptools, one worker, no access log),
-with the same features switched on (15 s heartbeat, 30 s send timeout), and are read by
-the same fast raw-socket client running in another process (pinned to another core
-when there are two). Each server streams the same 182-byte OpenAI-style chunk, given
-as ``str`` data (``--item``: or as each library's event object with an id, as a dict
-encoded to JSON, or as pre-encoded bytes), as fast as it can.
+Both run on the same ASGI server (``--server``: uvicorn with uvloop + httptools, or
+granian, one worker, no access log), with the same features switched on (15 s heartbeat,
+30 s send timeout), and are read by the same fast raw-socket client running in another
+process (pinned to another core when there are two). Each server streams the same
+182-byte OpenAI-style chunk, given as ``str`` data (``--item``: or as each library's event
+object with an id, as a dict encoded to JSON, or as pre-encoded bytes), as fast as it can.
 
 Measured per implementation:
 
 - events/s on 1 stream and on 100 concurrent streams (best of ``--repeat`` runs);
   a fast client on loopback reads whole socket buffers, so unpaced writes batch up;
-- server CPU-seconds per 100k events (user + system time of the server process's
-  threads, in nanoseconds from ``/proc/PID/task/*/schedstat``): over the unpaced
-  100-stream runs, where writes batch up in the kernel, and paced (200 streams, one
-  event every 20 ms each: one write per event, the LLM case). Paced figures are the
-  median of ``--paced-rounds`` rounds; every implementation's server stays up and the
-  rounds are interleaved (in a rotating order), so that a noisy spell on the shared
-  machine hits all of them alike rather than one. The ratios are per round (sse-starlette
-  and tokenwire measured back to back), and their median is reported with the range.
-  Where ``perf stat`` can count instructions, each paced round also counts the
-  server's instructions per event (user + kernel): on a shared VM, CPU time moves by
-  tens of percent between rounds for the same instructions; the count does not;
-- RSS per idle open stream: the server's resident memory with 1,000 idle streams open,
-  minus before they were opened, divided by 1,000.
+- server CPU-seconds per 100k events (user + system time of the server's threads, in
+  nanoseconds from ``/proc/PID/task/*/schedstat``, summed over the server's process
+  tree: granian serves from a worker process it forks, with Rust threads of its own):
+  over the unpaced 100-stream runs, where writes batch up in the kernel, and paced (200
+  streams, one event every 20 ms each: one write per event, the LLM case). Paced
+  figures are the median of ``--paced-rounds`` rounds; every implementation's server
+  stays up and the rounds are interleaved (in a rotating order), so that a noisy spell
+  on the shared machine hits all of them alike rather than one. The ratios are per
+  round (sse-starlette and tokenwire measured back to back), and their median is
+  reported with the range. Where ``perf stat`` can count instructions, each paced round
+  also counts the server's instructions per event (user + kernel): on a shared VM, CPU
+  time moves by tens of percent between rounds for the same instructions; the count
+  does not;
+- RSS per idle open stream: the server's resident memory (all its processes) with 1,000
+  idle streams open, minus before they were opened, divided by 1,000.
 
 For reference, also: ``raw-asgi`` (the same generator written with bare ASGI sends:
-no heartbeat, timeout or disconnect handling, i.e. the floor) and ``tokenwire-sender``
-(an ``OpenAISender``: a producer task, a bounded channel and JSON encoding of every
-delta; unpaced, it writes whatever has queued up in one piece).
+no heartbeat, timeout or disconnect handling, i.e. the floor), and the LLM senders,
+each streaming text deltas (``" word"``) as its protocol's events: ``tokenwire-sender``
+(``OpenAISender``), ``tokenwire-anthropic-sender`` (``AnthropicSender``) and
+``tokenwire-responses-sender`` (``ResponsesSender``): a producer task, a bounded channel
+and the encoding of every delta; unpaced, a sender writes whatever has queued up in one
+piece. Each is compared with sse-starlette replaying the very same stream as
+pre-encoded strings (``sse-starlette-openai``, ``sse-starlette-anthropic``,
+``sse-starlette-responses``: start events, one event per delta, finish events), or with
+plain ``sse-starlette`` when its replay is not run. Events counted for the senders
+and their replays are the text deltas; the few start and finish events around them
+(3 for OpenAI, 6 for Anthropic, 8 for Responses) are sent by both sides and not counted.
+
+``--server both`` runs every implementation on both servers (``tokenwire@granian``,
+``tokenwire@uvicorn``...) in the same interleaved rounds: the fairest server comparison.
 
 Run: ``python benchmarks/bench_sse_serve.py`` (about 4 minutes). Linux only (/proc).
 """
@@ -37,10 +50,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import selectors
+import signal
 import socket
 import statistics
 import subprocess
@@ -56,6 +71,15 @@ CHUNK = (
     '"delta":{"content":" word"},"finish_reason":null}]}'
 )
 IMPLS = ["raw-asgi", "sse-starlette", "tokenwire", "tokenwire-sender"]
+# The senders, and the sse-starlette replay of each one's stream, by protocol.
+SENDERS = {
+    "tokenwire-sender": "openai",
+    "tokenwire-anthropic-sender": "anthropic",
+    "tokenwire-responses-sender": "responses",
+}
+REPLAYS = {f"sse-starlette-{protocol}": protocol for protocol in SENDERS.values()}
+SERVERS = ("uvicorn", "granian")
+DELTA = " word"
 
 
 # -- server process -------------------------------------------------------------------------
@@ -90,6 +114,58 @@ def item_maker(impl: str, item: str) -> Any:
     return lambda i: ServerSentEvent(CHUNK, id=str(i))
 
 
+def create_sender(protocol: str) -> tuple[Any, Any]:
+    """A sender of ``protocol`` and its response, as an LLM endpoint would create them."""
+    from tokenwire.server import AnthropicSender, OpenAISender, ResponsesSender
+
+    if protocol == "openai":
+        return OpenAISender.create(
+            "chatcmpl-9tXjg9DdaOfymTPDrSLfxslQEH0C2", "gpt-4o-2024-08-06", created=1723024748
+        )
+    if protocol == "anthropic":
+        return AnthropicSender.create("msg_01XFDUDYJgAACzvnptvVoYEL", "claude-sonnet-4-5")
+    return ResponsesSender.create("resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b4", "gpt-4o")
+
+
+def protocol_stream(protocol: str, n: int) -> tuple[list[Any], list[list[Any]], list[Any]]:
+    """The events a sender of ``protocol`` sends for ``n`` text deltas, as ``(event
+    name or None, data)`` string pairs: its start events, the events of each delta
+    (the first opens the text block or item too) and its finish events. Built with the
+    sender's own encoder, so that the replay puts the same events on the wire."""
+    from tokenwire.llm.anthropic_encode import AnthropicEventEncoder
+    from tokenwire.llm.model import FinishDelta
+    from tokenwire.llm.openai_encode import OpenAIChunkEncoder
+    from tokenwire.llm.openai_responses import ResponsesEventEncoder
+
+    encoder: Any
+    if protocol == "openai":
+        encoder = OpenAIChunkEncoder(
+            "chatcmpl-9tXjg9DdaOfymTPDrSLfxslQEH0C2", "gpt-4o-2024-08-06", 1723024748
+        )
+        finish = FinishDelta("stop")
+    elif protocol == "anthropic":
+        encoder = AnthropicEventEncoder("msg_01XFDUDYJgAACzvnptvVoYEL", "claude-sonnet-4-5")
+        finish = FinishDelta("stop", "end_turn")  # what AnthropicSender.send_finish() sends
+    else:
+        encoder = ResponsesEventEncoder("resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b4", "gpt-4o")
+        finish = FinishDelta("stop")
+
+    def events(data: bytes) -> list[Any]:
+        out = []
+        for block in data.decode().split("\n\n")[:-1]:
+            name = None
+            lines = block.split("\n")
+            if lines[0].startswith("event: "):
+                name = lines.pop(0)[len("event: ") :]
+            assert len(lines) == 1 and lines[0].startswith("data: "), block
+            out.append((name, lines[0][len("data: ") :]))
+        return out
+
+    start = events(encoder.start())
+    deltas = [events(encoder.encode_text(DELTA)) for _ in range(n)]
+    return start, deltas, events(encoder.encode(finish) + encoder.done(None))
+
+
 def make_app(impl: str, item: str = "str") -> Any:
     """A bare ASGI app (no router or middleware, so only the response classes differ):
     ``?n=N&pace=MS`` streams N events MS ms apart; ``n=0`` one event, then idle."""
@@ -113,8 +189,6 @@ def make_app(impl: str, item: str = "str") -> Any:
     def params(scope: Any) -> tuple[int, float]:
         query = parse_qs(scope["query_string"].decode())
         return int(query.get("n", ["0"])[0]), float(query.get("pace", ["0"])[0]) / 1000
-
-    tasks: set[asyncio.Task[None]] = set()
 
     if impl == "raw-asgi":
         # The floor: the same generator written with bare ASGI sends (no heartbeat,
@@ -147,6 +221,37 @@ def make_app(impl: str, item: str = "str") -> Any:
             response = EventSourceResponse(source, ping=15, send_timeout=30)
             await response(scope, receive, send)
 
+    elif impl in REPLAYS:
+        from sse_starlette import EventSourceResponse, ServerSentEvent
+
+        protocol = REPLAYS[impl]
+        streams: dict[int, Any] = {}
+
+        def item_of(name: str | None, data: str) -> Any:
+            # Plain data is yielded as a str, as with plain sse-starlette.
+            return data if name is None else ServerSentEvent(data=data, event=name)
+
+        async def replay(n: int, pace: float) -> Any:
+            if n not in streams:  # pre-encoded once per length, by its first request
+                streams[n] = protocol_stream(protocol, max(n, 1))
+            start, deltas, finish = streams[n]
+            for name, data in start:
+                yield item_of(name, data)
+            if not n:
+                await asyncio.sleep(3600)
+            for delta in deltas:
+                for name, data in delta:
+                    yield item_of(name, data)
+                if pace:
+                    await asyncio.sleep(pace)
+            for name, data in finish:
+                yield item_of(name, data)
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            n, pace = params(scope)
+            response = EventSourceResponse(replay(n, pace), ping=15, send_timeout=30)
+            await response(scope, receive, send)
+
     elif impl == "tokenwire":
         from tokenwire.server import EventStreamResponse
 
@@ -156,14 +261,12 @@ def make_app(impl: str, item: str = "str") -> Any:
             response = EventStreamResponse(source, ping=15, send_timeout=30)
             await response(scope, receive, send)
 
-    else:
-        from tokenwire.server import OpenAISender
+    elif impl in SENDERS:
+        protocol = SENDERS[impl]
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
             n, pace = params(scope)
-            sender, response = OpenAISender.create(
-                "chatcmpl-9tXjg9DdaOfymTPDrSLfxslQEH0C2", "gpt-4o-2024-08-06", created=1
-            )
+            sender, response = create_sender(protocol)
 
             async def produce() -> None:
                 async with sender:
@@ -171,19 +274,20 @@ def make_app(impl: str, item: str = "str") -> Any:
                         await asyncio.sleep(3600)
                     send_text = sender.send
                     for _ in range(n):
-                        await send_text(" word")
+                        await send_text(DELTA)
                         if pace:
                             await asyncio.sleep(pace)
 
-            task = asyncio.get_running_loop().create_task(produce())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            sender.produce(produce())
             await response(scope, receive, send)
+
+    else:
+        raise SystemExit(f"unknown implementation {impl!r}")
 
     return app
 
 
-def run_server(impl: str, fd: int, item: str) -> None:
+def run_uvicorn(impl: str, fd: int, item: str) -> None:
     import uvicorn
 
     sock = socket.socket(fileno=fd)
@@ -198,6 +302,36 @@ def run_server(impl: str, fd: int, item: str) -> None:
         timeout_graceful_shutdown=1,
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_granian(impl: str, port: int, item: str) -> None:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+
+    server = Granian(
+        "bench_sse_serve:app",  # a name only: the app is built by the loader below
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.ASGINL,  # no lifespan, as on uvicorn
+        workers=1,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        backlog=2048,
+        # Requests served at once per worker (granian's default: backlog / workers).
+        backpressure=4096,
+        log_level=LogLevels.warning,
+        # Stopped by SIGTERM; streams the app never ends (raw-asgi's idle ones) are not
+        # waited for longer than this.
+        workers_kill_timeout=1,
+    )
+
+    def load(_target: str) -> Any:
+        return make_app(impl, item)
+
+    # The worker (forked) builds the app itself: nothing is pickled.
+    server.serve(target_loader=load)
 
 
 # -- client process ---------------------------------------------------------------------------
@@ -227,7 +361,7 @@ def run_client(port: int, streams: int, n: int, pace: int) -> None:
             data = s.recv(1 << 18)
             total += len(data)
             tail = (tails[s] + data)[-5:]
-            if not data or tail == b"0\r\n\r\n":
+            if not data or tail == b"0\r\n\r\n":  # the end of a chunked body
                 sel.unregister(s)
                 s.close()
                 del tails[s]
@@ -244,10 +378,15 @@ def run_idle_client(port: int, streams: int) -> None:
     for _ in range(streams):
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(_request(port, 0))
+        s.settimeout(60)  # a server that never sends fails the run instead of hanging it
         socks.append(s)
     for s in socks:
         data = b""
-        while b"null}]}" not in data:  # the end of the first event's data
+        # The end of the head, then the end of the first event (sse-starlette ends lines
+        # with CRLF).
+        while (head := data.find(b"\r\n\r\n")) < 0 or not (
+            b"\n\n" in data[head + 4 :] or b"\r\n\r\n" in data[head + 4 :]
+        ):
             chunk = s.recv(65536)
             if not chunk:
                 raise SystemExit("idle stream closed early")
@@ -261,6 +400,18 @@ def run_idle_client(port: int, streams: int) -> None:
 # -- driver -----------------------------------------------------------------------------------
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (granian's worker, forked by its main process)."""
+    pids = [pid]
+    i = 0
+    while i < len(pids):
+        for tid in os.listdir(f"/proc/{pids[i]}/task"):
+            with open(f"/proc/{pids[i]}/task/{tid}/children") as f:
+                pids.extend(int(child) for child in f.read().split())
+        i += 1
+    return pids
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -269,25 +420,47 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def free_port() -> int:
+    """A loopback port free now (granian binds its own socket, it does not take one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Server:
-    def __init__(self, impl: str, item: str = "str") -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(2048)
-        self.port = self.listener.getsockname()[1]
-        fd = self.listener.fileno()
-        cmd = [sys.executable, __file__, "--server", impl, "--fd", str(fd), "--item", item]
-        self.proc = subprocess.Popen(pin(0) + cmd, pass_fds=[fd])
-        self.listener.close()
+    def __init__(self, impl: str, item: str = "str", on: str = "uvicorn") -> None:
+        cmd = [sys.executable, __file__, "--serve", impl, "--on", on, "--item", item]
+        if on == "granian":
+            self.port = free_port()
+            # Pinned before granian starts: its worker and Rust threads inherit the CPU.
+            self.proc = subprocess.Popen([*pin(0), *cmd, "--port", str(self.port)])
+        else:
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(2048)
+            self.port = listener.getsockname()[1]
+            fd = listener.fileno()
+            self.proc = subprocess.Popen([*pin(0), *cmd, "--fd", str(fd)], pass_fds=[fd])
+            listener.close()
         run_client_once(self.port, 1, 10, 0)  # waits until the server answers
+        self.pids = process_tree(self.proc.pid)  # granian's worker is up by now
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def rss(self) -> int:
+        return sum(rss_bytes(pid) for pid in self.pids)
 
     def close(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            for pid in reversed(self.pids):  # granian's worker too, not only its parent
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 def client_cmd(*args: str) -> list[str]:
@@ -316,9 +489,9 @@ def throughput(
     best = 0.0
     cpu_per = float("inf")
     for _ in range(repeat):
-        cpu0 = cpu_seconds(server.proc.pid)
+        cpu0 = server.cpu()
         result = run_client_once(server.port, streams, n, pace)
-        cpu = cpu_seconds(server.proc.pid) - cpu0
+        cpu = server.cpu() - cpu0
         events = streams * n
         best = max(best, events / result["seconds"])
         cpu_per = min(cpu_per, cpu / events * 100_000)
@@ -330,11 +503,14 @@ def paced_round(
 ) -> tuple[float, float | None]:
     """One paced run: server CPU-seconds per 100k events and, with ``count``, the
     server's instructions per event (user + kernel, from ``perf stat``)."""
-    counter = Counter([server.proc.pid], count)
+    counter = Counter(server.pids, count)
     run_client_once(server.port, streams, n, pace)
-    (cpu,), (instructions,) = counter.stop()
+    cpus, counts = counter.stop()
     events = streams * n
-    return cpu / events * 100_000, None if instructions is None else instructions / events
+    cpu = sum(cpus) / events * 100_000
+    if None in counts:
+        return cpu, None
+    return cpu, sum(c for c in counts if c is not None) / events
 
 
 def idle_memory(server: Server, streams: int) -> float:
@@ -347,24 +523,42 @@ def idle_memory(server: Server, streams: int) -> float:
             stdout=subprocess.PIPE,
             text=True,
         )
-        before = rss_bytes(server.proc.pid)
+        before = server.rss()
         assert client.stdout is not None and client.stdin is not None
         if client.stdout.readline().strip() != "ready":
             raise RuntimeError("idle client failed")
         time.sleep(0.5)
-        after = rss_bytes(server.proc.pid)
+        after = server.rss()
         client.stdin.close()
         client.wait(30)
         time.sleep(0.5)
     return (after - before) / streams
 
 
+def baseline_of(impl: str, have: set[str]) -> str | None:
+    """What ``impl`` is compared with: its protocol's replay if run, else sse-starlette."""
+    if impl == "raw-asgi" or impl == "sse-starlette" or impl in REPLAYS:
+        return None
+    replay = f"sse-starlette-{SENDERS[impl]}" if impl in SENDERS else None
+    if replay in have:
+        return replay
+    return "sse-starlette" if "sse-starlette" in have else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server")
-    parser.add_argument("--fd", type=int)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)  # the server process: its impl
+    parser.add_argument("--on", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=4, type=int, metavar=("PORT", "STREAMS", "N", "PACE"))
     parser.add_argument("--idle", nargs=2, type=int, metavar=("PORT", "STREAMS"))
+    parser.add_argument(
+        "--server",
+        choices=[*SERVERS, "both"],
+        default="uvicorn",
+        help="the ASGI server; both: every implementation on each, in the same rounds",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--one", type=int, default=100_000, help="events on the 1-stream run")
     parser.add_argument("--many", type=int, default=1_000, help="events per stream, 100 streams")
@@ -373,17 +567,25 @@ def main() -> None:
     parser.add_argument("--paced-events", type=int, default=150)
     parser.add_argument("--pace-ms", type=int, default=20)
     parser.add_argument("--paced-rounds", type=int, default=11)
-    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument(
+        "--impls",
+        default=",".join(IMPLS),
+        help="comma-separated, of: "
+        + ", ".join(["raw-asgi", "sse-starlette", "tokenwire", *SENDERS, *REPLAYS]),
+    )
     parser.add_argument(
         "--item",
         choices=ITEMS,
         default="str",
         help="what the stream yields: str, sse (event objects with an id), json (dicts), "
-        "bytes (whole events); tokenwire-sender always sends text deltas",
+        "bytes (whole events); the senders and their replays always send text deltas",
     )
     args = parser.parse_args()
-    if args.server:
-        run_server(args.server, args.fd, args.item)
+    if args.serve:
+        if args.on == "granian":
+            run_granian(args.serve, args.port, args.item)
+        else:
+            run_uvicorn(args.serve, args.fd, args.item)
         return
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -397,40 +599,56 @@ def main() -> None:
     import platform
 
     import sse_starlette
-    import uvicorn
 
+    ons = list(SERVERS) if args.server == "both" else [args.server]
+    versions = []
+    if "uvicorn" in ons:
+        import uvicorn
+
+        versions.append(f"uvicorn {uvicorn.__version__} (uvloop, httptools)")
+    if "granian" in ons:
+        import granian
+
+        versions.append(f"granian {granian.__version__} (uvloop, HTTP/1)")
     print(
-        f"Python {platform.python_version()}, uvicorn {uvicorn.__version__} (uvloop, httptools), "
+        f"Python {platform.python_version()}, {', '.join(versions)}, "
         f"sse-starlette {getattr(sse_starlette, '__version__', '?')}, {os.cpu_count()} CPUs; "
         f"server on CPU 0, client on CPU 1; items: {args.item}"
     )
-    impls = args.impls.split(",")
+    # One key per implementation and server: "tokenwire", or "tokenwire@granian" with both.
+    keys = [
+        (f"{impl}@{on}" if len(ons) > 1 else impl, impl, on)
+        for impl in args.impls.split(",")
+        for on in ons
+    ]
+    width = max(16, *(len(key) for key, _, _ in keys))
     servers: dict[str, Server] = {}
     rows: dict[str, dict[str, float]] = {}
-    paced: dict[str, list[float]] = {impl: [] for impl in impls}
-    instructions: dict[str, list[float]] = {impl: [] for impl in impls}
+    names = [key for key, _, _ in keys]
+    paced: dict[str, list[float]] = {key: [] for key in names}
+    instructions: dict[str, list[float]] = {key: [] for key in names}
     try:
-        for impl in impls:
-            servers[impl] = server = Server(impl, args.item)
+        for key, impl, on in keys:
+            servers[key] = server = Server(impl, args.item, on)
             idle = idle_memory(server, args.idle_streams)
             one, _ = throughput(server, 1, args.one, args.repeat)
             many, cpu = throughput(server, 100, args.many, args.repeat)
-            rows[impl] = {"one": one, "many": many, "cpu": cpu, "idle": idle}
+            rows[key] = {"one": one, "many": many, "cpu": cpu, "idle": idle}
             print(
-                f"{impl:16} 1 stream {one:>9,.0f} ev/s | 100 streams {many:>9,.0f} ev/s | "
+                f"{key:{width}} 1 stream {one:>9,.0f} ev/s | 100 streams {many:>9,.0f} ev/s | "
                 f"CPU-s/100k ev unpaced {cpu:5.2f} | {idle / 1024:5.1f} KiB/idle stream",
                 flush=True,
             )
         count = perf_usable()
         for r in range(args.paced_rounds):
-            shift = r % len(impls)
-            for impl in impls[shift:] + impls[:shift]:
+            shift = r % len(names)
+            for key in names[shift:] + names[:shift]:
                 cpu, ins = paced_round(
-                    servers[impl], args.paced_streams, args.paced_events, args.pace_ms, count
+                    servers[key], args.paced_streams, args.paced_events, args.pace_ms, count
                 )
-                paced[impl].append(cpu)
+                paced[key].append(cpu)
                 if ins is not None:
-                    instructions[impl].append(ins)
+                    instructions[key].append(ins)
     finally:
         for server in servers.values():
             server.close()
@@ -438,33 +656,54 @@ def main() -> None:
         f"paced ({args.paced_streams} streams, one event every {args.pace_ms} ms each), "
         f"CPU-s per 100k events, median of {args.paced_rounds} interleaved rounds [range]:"
     )
-    for impl in impls:
-        runs = paced[impl]
-        rows[impl]["paced"] = statistics.median(runs)
-        line = f"  {impl:16} {rows[impl]['paced']:5.2f} [{min(runs):.2f}-{max(runs):.2f}]"
-        if instructions[impl]:
-            rows[impl]["ins"] = statistics.median(instructions[impl])
-            line += f" | {rows[impl]['ins']:8,.0f} instructions per event (perf stat)"
+    for key in names:
+        runs = paced[key]
+        rows[key]["paced"] = statistics.median(runs)
+        line = f"  {key:{width}} {rows[key]['paced']:5.2f} [{min(runs):.2f}-{max(runs):.2f}]"
+        if instructions[key]:
+            rows[key]["ins"] = statistics.median(instructions[key])
+            line += f" | {rows[key]['ins']:8,.0f} instructions per event (perf stat)"
         print(line)
-    base = rows.get("sse-starlette")
-    if base:
-        for impl, row in rows.items():
-            if impl in ("sse-starlette", "raw-asgi"):
-                continue
-            ratios = [b / t for b, t in zip(paced["sse-starlette"], paced[impl], strict=True)]
-            print(
-                f"{impl} / sse-starlette: events/s x{row['one'] / base['one']:.2f} (1 stream), "
-                f"x{row['many'] / base['many']:.2f} (100 streams); "
-                f"events per CPU-second x{base['cpu'] / row['cpu']:.2f} (unpaced), "
-                f"x{statistics.median(ratios):.2f} paced (median of the rounds' ratios; "
-                f"range {min(ratios):.2f}-{max(ratios):.2f}); "
-                + (
-                    f"x{base['ins'] / row['ins']:.2f} fewer instructions per event paced; "
-                    if "ins" in row and "ins" in base
-                    else ""
-                )
-                + f"idle memory x{row['idle'] / base['idle']:.2f}"
+
+    def compare(key: str, base: str, label: str) -> str:
+        row, ref = rows[key], rows[base]
+        ratios = [b / t for b, t in zip(paced[base], paced[key], strict=True)]
+        return (
+            f"{key} / {label}: events/s x{row['one'] / ref['one']:.2f} (1 stream), "
+            f"x{row['many'] / ref['many']:.2f} (100 streams); "
+            f"events per CPU-second x{ref['cpu'] / row['cpu']:.2f} (unpaced), "
+            f"x{statistics.median(ratios):.2f} paced (median of the rounds' ratios; "
+            f"range {min(ratios):.2f}-{max(ratios):.2f}); "
+            + (
+                f"x{ref['ins'] / row['ins']:.2f} fewer instructions per event paced; "
+                if "ins" in row and "ins" in ref
+                else ""
             )
+            + f"idle memory x{row['idle'] / ref['idle']:.2f}"
+        )
+
+    def key_of(impl: str, on: str) -> str:
+        return f"{impl}@{on}" if len(ons) > 1 else impl
+
+    for on in ons:
+        have = {impl for key, impl, o in keys if o == on}
+        for key, impl, o in keys:
+            if o != on:
+                continue
+            base = baseline_of(impl, have)
+            if base is not None:
+                print(compare(key, key_of(base, on), key_of(base, on)))
+            floor = key_of("raw-asgi", on)
+            if impl != "raw-asgi" and "raw-asgi" in have:
+                ratios = [t / f for f, t in zip(paced[floor], paced[key], strict=True)]
+                print(
+                    f"  {key}: CPU per event x{rows[key]['cpu'] / rows[floor]['cpu']:.2f} "
+                    f"the floor's unpaced, x{statistics.median(ratios):.2f} paced "
+                    f"(range {min(ratios):.2f}-{max(ratios):.2f})"
+                )
+    if len(ons) > 1:
+        for impl in dict.fromkeys(impl for _, impl, _ in keys):
+            print(compare(f"{impl}@granian", f"{impl}@uvicorn", f"{impl}@uvicorn"))
 
 
 if __name__ == "__main__":
