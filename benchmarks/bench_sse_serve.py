@@ -9,12 +9,13 @@ object with an id, as a dict encoded to JSON, or as pre-encoded bytes), as fast 
 
 Measured per implementation:
 
-- events/s on 1 stream and on 100 concurrent streams (best of ``--repeat`` runs);
+- events/s on 1 stream and on ``--unpaced-streams`` (50) concurrent streams (best of
+  ``--repeat`` runs);
   a fast client on loopback reads whole socket buffers, so unpaced writes batch up;
 - server CPU-seconds per 100k events (user + system time of the server's threads, in
   nanoseconds from ``/proc/PID/task/*/schedstat``, summed over the server's process
   tree: granian serves from a worker process it forks, with Rust threads of its own):
-  over the unpaced 100-stream runs, where writes batch up in the kernel, and paced (200
+  over the unpaced many-stream runs, where writes batch up in the kernel, and paced (200
   streams, one event every 20 ms each: one write per event, the LLM case). Paced
   figures are the median of ``--paced-rounds`` rounds; every implementation's server
   stays up and the rounds are interleaved (in a rotating order), so that a noisy spell
@@ -561,7 +562,8 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--one", type=int, default=100_000, help="events on the 1-stream run")
-    parser.add_argument("--many", type=int, default=1_000, help="events per stream, 100 streams")
+    parser.add_argument("--many", type=int, default=1_000, help="events per stream, unpaced")
+    parser.add_argument("--unpaced-streams", type=int, default=50)
     parser.add_argument("--idle-streams", type=int, default=1_000)
     parser.add_argument("--paced-streams", type=int, default=200)
     parser.add_argument("--paced-events", type=int, default=150)
@@ -632,10 +634,11 @@ def main() -> None:
             servers[key] = server = Server(impl, args.item, on)
             idle = idle_memory(server, args.idle_streams)
             one, _ = throughput(server, 1, args.one, args.repeat)
-            many, cpu = throughput(server, 100, args.many, args.repeat)
+            many, cpu = throughput(server, args.unpaced_streams, args.many, args.repeat)
             rows[key] = {"one": one, "many": many, "cpu": cpu, "idle": idle}
             print(
-                f"{key:{width}} 1 stream {one:>9,.0f} ev/s | 100 streams {many:>9,.0f} ev/s | "
+                f"{key:{width}} 1 stream {one:>9,.0f} ev/s | "
+                f"{args.unpaced_streams} streams {many:>9,.0f} ev/s | "
                 f"CPU-s/100k ev unpaced {cpu:5.2f} | {idle / 1024:5.1f} KiB/idle stream",
                 flush=True,
             )
@@ -670,7 +673,7 @@ def main() -> None:
         ratios = [b / t for b, t in zip(paced[base], paced[key], strict=True)]
         return (
             f"{key} / {label}: events/s x{row['one'] / ref['one']:.2f} (1 stream), "
-            f"x{row['many'] / ref['many']:.2f} (100 streams); "
+            f"x{row['many'] / ref['many']:.2f} ({args.unpaced_streams} streams); "
             f"events per CPU-second x{ref['cpu'] / row['cpu']:.2f} (unpaced), "
             f"x{statistics.median(ratios):.2f} paced (median of the rounds' ratios; "
             f"range {min(ratios):.2f}-{max(ratios):.2f}); "

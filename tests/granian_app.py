@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tokenwire.server import EventStreamResponse
+from tokenwire.server import EventStreamResponse, OpenAISender
 
 seen = {"disconnects": 0, "closed": 0}
 
@@ -37,6 +37,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body = orjson.dumps(seen)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
+        return
+    if scope["path"] == "/sender":
+        # An OpenAI stream that only the server's shutdown (or the client) ends.
+        sender, chat = OpenAISender.create("chatcmpl-granian", "gpt-4o")
+
+        async def produce() -> None:
+            async with sender:
+                await sender.send("hi")
+                await asyncio.Event().wait()
+
+        sender.produce(produce())
+        await chat(scope, receive, send)
         return
     response = EventStreamResponse(
         events(int(query.get("n", "3")), query.get("end") == "1"),

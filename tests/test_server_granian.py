@@ -1,5 +1,6 @@
 """EventStreamResponse on granian (a Rust ASGI server) as well as uvicorn: streams end,
-heartbeats flow and a vanished client is noticed, with nothing logged as an error.
+heartbeats flow, a vanished client is noticed and SIGTERM ends open streams cleanly,
+with nothing logged as an error.
 
 granian's ``receive()`` gives its own future-like object rather than a coroutine; the
 response's disconnect watcher must treat it like any awaitable.
@@ -11,13 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import httpx_sse
 import pytest
 
-from tests.server_helpers import open_stream, read_until, wait_for
+from tests.server_helpers import dechunk, open_stream, read_body_end, read_until, wait_for
 
 pytest.importorskip("granian", reason="granian is one of the test extras")
 pytestmark = pytest.mark.integration
@@ -33,10 +35,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def granian() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+@contextmanager
+def run_granian() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """tests/granian_app.py on granian (one worker); yields its URL once it answers,
-    and checks after the tests that nothing went to its log as an error."""
+    and checks when it has stopped (SIGTERM) that nothing went to its log as an error."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -72,6 +74,12 @@ def granian() -> Iterator[tuple[str, subprocess.Popen[str]]]:
             log = proc.communicate()[0]
             raise AssertionError(f"granian did not stop on SIGTERM:\n{log}") from None
     assert "Traceback" not in log and "Exception in callback" not in log, log
+
+
+@pytest.fixture(scope="module")
+def granian() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    with run_granian() as server:
+        yield server
 
 
 def seen(url: str) -> dict[str, int]:
@@ -115,3 +123,20 @@ def test_a_vanished_client_is_noticed_and_its_source_closed(
     # The source waits forever after e2: only the disconnect watcher can end it.
     after = {k: v + 1 for k, v in before.items()}
     assert wait_for(lambda: seen(url) == after, timeout=15), seen(url)
+
+
+def test_sigterm_ends_open_streams_with_the_protocols_error_event() -> None:
+    # tokenwire's shutdown hook wraps the server's Python signal handlers: on granian
+    # too, an open OpenAI stream gets its final error event and a cleanly ended body,
+    # and the server exits without waiting for its kill timeout.
+    with run_granian() as (url, proc):
+        sock = open_stream(url, "/sender")
+        with sock:
+            head = read_until(sock, b'"content":"hi"')
+            assert b'"content":"hi"' in head
+            proc.terminate()
+            data = read_body_end(sock, head)
+        assert proc.wait(timeout=4) == 0
+    _, body, complete = dechunk(data)
+    assert complete, data  # the chunked body's last chunk came: the reply was not cut
+    assert body.endswith(b'"code":"overloaded"}}\n\n'), body
