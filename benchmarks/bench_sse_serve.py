@@ -79,6 +79,13 @@ SENDERS = {
     "tokenwire-responses-sender": "responses",
 }
 REPLAYS = {f"sse-starlette-{protocol}": protocol for protocol in SENDERS.values()}
+# The message id and model each sender and its replay's encoder are made with.
+IDENTITIES = {
+    "openai": ("chatcmpl-9tXjg9DdaOfymTPDrSLfxslQEH0C2", "gpt-4o-2024-08-06"),
+    "anthropic": ("msg_01XFDUDYJgAACzvnptvVoYEL", "claude-sonnet-4-5"),
+    "responses": ("resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b4", "gpt-4o"),
+}
+CREATED = 1723024748  # the OpenAI chunks' "created"
 SERVERS = ("uvicorn", "granian")
 DELTA = " word"
 
@@ -119,13 +126,12 @@ def create_sender(protocol: str) -> tuple[Any, Any]:
     """A sender of ``protocol`` and its response, as an LLM endpoint would create them."""
     from tokenwire.server import AnthropicSender, OpenAISender, ResponsesSender
 
+    message_id, model = IDENTITIES[protocol]
     if protocol == "openai":
-        return OpenAISender.create(
-            "chatcmpl-9tXjg9DdaOfymTPDrSLfxslQEH0C2", "gpt-4o-2024-08-06", created=1723024748
-        )
+        return OpenAISender.create(message_id, model, created=CREATED)
     if protocol == "anthropic":
-        return AnthropicSender.create("msg_01XFDUDYJgAACzvnptvVoYEL", "claude-sonnet-4-5")
-    return ResponsesSender.create("resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b4", "gpt-4o")
+        return AnthropicSender.create(message_id, model)
+    return ResponsesSender.create(message_id, model)
 
 
 def protocol_stream(protocol: str, n: int) -> tuple[list[Any], list[list[Any]], list[Any]]:
@@ -137,30 +143,27 @@ def protocol_stream(protocol: str, n: int) -> tuple[list[Any], list[list[Any]], 
     from tokenwire.llm.model import FinishDelta
     from tokenwire.llm.openai_encode import OpenAIChunkEncoder
     from tokenwire.llm.openai_responses import ResponsesEventEncoder
+    from tokenwire.sse import SSEDecoder
 
+    message_id, model = IDENTITIES[protocol]
     encoder: Any
     if protocol == "openai":
-        encoder = OpenAIChunkEncoder(
-            "chatcmpl-9tXjg9DdaOfymTPDrSLfxslQEH0C2", "gpt-4o-2024-08-06", 1723024748
-        )
+        encoder = OpenAIChunkEncoder(message_id, model, CREATED)
         finish = FinishDelta("stop")
     elif protocol == "anthropic":
-        encoder = AnthropicEventEncoder("msg_01XFDUDYJgAACzvnptvVoYEL", "claude-sonnet-4-5")
+        encoder = AnthropicEventEncoder(message_id, model)
         finish = FinishDelta("stop", "end_turn")  # what AnthropicSender.send_finish() sends
     else:
-        encoder = ResponsesEventEncoder("resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b4", "gpt-4o")
+        encoder = ResponsesEventEncoder(message_id, model)
         finish = FinishDelta("stop")
 
     def events(data: bytes) -> list[Any]:
-        out = []
-        for block in data.decode().split("\n\n")[:-1]:
-            name = None
-            lines = block.split("\n")
-            if lines[0].startswith("event: "):
-                name = lines.pop(0)[len("event: ") :]
-            assert len(lines) == 1 and lines[0].startswith("data: "), block
-            out.append((name, lines[0][len("data: ") :]))
-        return out
+        decoder = SSEDecoder()
+        # The encoders never name an event "message": that is the name of unnamed ones.
+        return [
+            (None if event.event == "message" else event.event, event.data)
+            for event in decoder.feed(data) + decoder.close()
+        ]
 
     start = events(encoder.start())
     deltas = [events(encoder.encode_text(DELTA)) for _ in range(n)]

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import orjson
 
+from tests.server_helpers import free_port, wait_until_answers
 from tokenwire.llm.model import FinishDelta, MessageStart, TextDelta, Usage, UsageDelta
 from tokenwire.llm.openai_encode import OpenAIChunkEncoder
 
@@ -143,12 +143,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Served:
     url: str
@@ -216,18 +210,7 @@ def gateway_process(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                out, err = proc.communicate()
-                raise AssertionError(f"serve exited with {proc.returncode}:\n{out}\n{err}")
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not come up"
-            time.sleep(0.05)
+        wait_until_answers(proc, f"{url}/healthz", "serve")
         yield Served(url, proc, port)
     finally:
         if proc.poll() is None:

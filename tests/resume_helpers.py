@@ -22,15 +22,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.server_helpers import free_port, wait_until_answers
 from tokenwire.sse import ServerSentEvent, SSEDecoder
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -132,16 +127,7 @@ def serve_process(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                output = proc.stderr.read().decode() if proc.stderr else ""
-                raise AssertionError(f"the gateway exited: {output}")
-            with contextlib.suppress(httpx2.TransportError):
-                if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the gateway did not come up"
-            time.sleep(0.05)
+        wait_until_answers(proc, url + "/healthz")
         yield url, proc
     finally:
         if proc.poll() is None:

@@ -3,9 +3,39 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
+
+import httpx2
+
+
+def free_port() -> int:
+    """A loopback port that is free now, for a server subprocess to bind."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_answers(
+    proc: subprocess.Popen[Any], probe: str, what: str = "the gateway", timeout: float = 30
+) -> None:
+    """Poll ``probe`` until it answers 200; fail with the process's output if it exits
+    first, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"{what} exited with {proc.returncode}:\n{out}\n{err}")
+        try:
+            if httpx2.get(probe, timeout=1).status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, f"{what} did not come up"
+        time.sleep(0.05)
 
 
 def open_stream(url: str, path: str = "/", *, rcvbuf: int | None = None) -> socket.socket:

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.server_helpers import free_port, wait_until_answers
 from tokenwire.llm.protocol import protocol_names
 
 pytestmark = pytest.mark.integration
@@ -45,12 +45,6 @@ def run_cli(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serving(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """``tokenwire serve ARGS --port P`` in a subprocess; yields its base URL once
@@ -67,18 +61,7 @@ def serving(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterato
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                out, err = proc.communicate()
-                raise AssertionError(f"serve exited with {proc.returncode}:\n{out}\n{err}")
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not come up"
-            time.sleep(0.05)
+        wait_until_answers(proc, f"{url}/healthz", "serve")
         yield url
     finally:
         proc.send_signal(signal.SIGINT)

@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from tests.conftest import serve
-from tests.resume_helpers import Proxy, RedisServer, free_port, read, redis_server, serve_process
+from tests.resume_helpers import Proxy, RedisServer, read, redis_server, serve_process
+from tests.server_helpers import free_port
 from tokenwire.config import ConfigError, from_mapping
 from tokenwire.gateway import create_app
 from tokenwire.sse import ServerSentEvent

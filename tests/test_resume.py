@@ -20,7 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.conftest import serve
-from tests.resume_helpers import RedisServer, free_port, pairs, read, redis_server
+from tests.resume_helpers import RedisServer, pairs, read, redis_server
+from tests.server_helpers import free_port
 from tokenwire.errors import StreamError
 from tokenwire.resume import (
     LogUnavailable,

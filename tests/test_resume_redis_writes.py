@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from tests.resume_helpers import RedisServer, free_port, redis_server
+from tests.resume_helpers import RedisServer, redis_server
+from tests.server_helpers import free_port
 from tokenwire.resume import EventBuffer, LogUnavailable
 from tokenwire.resume.redis import RedisEventLog, _pack, _pack_xadd, _Pipe, _xadd_head
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,20 +18,20 @@ import httpx
 import httpx_sse
 import pytest
 
-from tests.server_helpers import dechunk, open_stream, read_body_end, read_until, wait_for
+from tests.server_helpers import (
+    dechunk,
+    free_port,
+    open_stream,
+    read_body_end,
+    read_until,
+    wait_for,
+    wait_until_answers,
+)
 
 pytest.importorskip("granian", reason="granian is one of the test extras")
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -54,16 +53,7 @@ def run_granian() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"granian exited: {proc.communicate()[0]}"
-            try:
-                if httpx.get(f"{url}/seen", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass  # not listening yet
-            assert time.monotonic() < deadline, "granian did not come up"
-            time.sleep(0.05)
+        wait_until_answers(proc, f"{url}/seen", "granian")
         yield url, proc
     finally:
         proc.terminate()
